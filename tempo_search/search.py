@@ -1,0 +1,826 @@
+"""Monte Carlo tree search over tokens, one parallel-token step per expansion.
+
+The loop is the field's standard one: select leaves by PUCT with the LM prior (several per
+iteration, spread by a virtual loss), expand them in one forward pass of the shared tree state
+(every admitted child of every selected leaf), evaluate the new children (path likelihood,
+task reward, optional rollout that is rewound afterwards), and back the values up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from tempo_search.models import LoadedModel, Prompt, load_model
+from tempo_search.policies.priors import prior_from_logits, top_candidates
+from tempo_search.policies.selection import DEFAULT_C_PUCT, SELECTION_RULES, select_child
+from tempo_search.policies.values import ValueWeights, likelihood_value
+from tempo_search.rollouts import RolloutConfig, run_rollouts
+from tempo_search.schedules import DEFAULT_WIDENING_SCHEDULE, BezierSchedule, Schedule
+from tempo_search.tree import SearchNode, visit_distribution
+from tempo_search.tree_state import ROOT, TreeState
+
+logger = logging.getLogger(__name__)
+
+COMMIT_MODES = ("once", "step")
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Hyperparameters of `search`; see `search` for each field."""
+
+    num_simulations: int = 200
+    c_puct: float = DEFAULT_C_PUCT
+    selection: str = "puct"
+    widening: Schedule = DEFAULT_WIDENING_SCHEDULE
+    max_width: int = 8
+    batch_size: int = 4
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    value: ValueWeights = field(default_factory=ValueWeights)
+    max_depth: int | None = None
+    max_new_tokens: int = 32
+    commit: str = "once"
+    time_limit: float | None = None
+    max_nodes: int | None = None
+    temperature: float = 1.0
+    top_p: float = 1.0
+    virtual_loss: float = 1.0
+    num_completions: int = 5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_int("num_simulations", self.num_simulations, 1, "such as 200")
+        if not isinstance(self.c_puct, (int, float)) or not self.c_puct >= 0:
+            raise ValueError(
+                f"c_puct={self.c_puct!r} must be >= 0; 1.25 (the AlphaZero value) is the default."
+            )
+        if self.selection not in SELECTION_RULES:
+            raise ValueError(
+                f"selection={self.selection!r} is not supported; pass one of "
+                f"{sorted(SELECTION_RULES)}."
+            )
+        if not callable(getattr(self.widening, "at_visits", None)):
+            raise TypeError(
+                f"widening must be a schedule such as BezierSchedule(1.0, 0.25, 0.05, 0.01), "
+                f"got {self.widening!r}."
+            )
+        _check_int("max_width", self.max_width, 1, "such as 8")
+        _check_int("batch_size", self.batch_size, 1, "such as 4")
+        _check_int("max_new_tokens", self.max_new_tokens, 1, "such as 32")
+        if self.max_depth is not None:
+            _check_int("max_depth", self.max_depth, 1, "or None for max_new_tokens")
+        if self.commit not in COMMIT_MODES:
+            raise ValueError(f"commit={self.commit!r} is not supported; pass 'once' or 'step'.")
+        if self.time_limit is not None and not (
+            isinstance(self.time_limit, (int, float)) and self.time_limit > 0
+        ):
+            raise ValueError(
+                f"time_limit={self.time_limit!r} must be a number of seconds above 0, or None."
+            )
+        if self.max_nodes is not None:
+            _check_int("max_nodes", self.max_nodes, 1, "or None for no limit")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature!r} must be above 0, such as 1.0.")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p!r} must be in (0, 1], such as 1.0.")
+        if not self.virtual_loss >= 0:
+            raise ValueError(f"virtual_loss={self.virtual_loss!r} must be >= 0, such as 1.0.")
+        _check_int("num_completions", self.num_completions, 1, "such as 5")
+
+
+def _check_int(name: str, value: Any, minimum: int, example: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name}={value!r} must be an integer of at least {minimum}, {example}.")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A distinct completion found by the search: its `text`, `score` (mean value) and
+    `visits`, with `token_ids` and whether it `finished` (end-of-sequence or task done)."""
+
+    text: str
+    score: float
+    visits: int
+    token_ids: list[int]
+    finished: bool
+
+
+@dataclass(frozen=True)
+class SearchStats:
+    """Cost and size of a search.
+
+    Attributes:
+        simulations: leaves selected and evaluated.
+        nodes: tree nodes forwarded (each exactly once).
+        forward_passes: model forwards, prefill and rollouts included.
+        tokens_forwarded: tokens sent through the model, prompt and rollouts included.
+        rollout_tokens: tokens forwarded by rollouts (then rewound).
+        tokens_forwarded_per_node: tree tokens forwarded per tree node; 1.0 means no token
+            was forwarded twice (prompt and rollouts excluded).
+        seconds: wall time of the search.
+        model_seconds: wall time inside model forwards.
+        peak_cache_length: largest KV cache length, prompt included.
+        prompt_tokens: tokens of the prompt.
+        evicted_nodes: nodes dropped to stay under `max_nodes`.
+        committed_tokens: tokens committed with `commit="step"`.
+        stopped_by: "simulations", "time_limit", "max_nodes", "exhausted", "finished" or
+            "interrupted".
+    """
+
+    simulations: int
+    nodes: int
+    forward_passes: int
+    tokens_forwarded: int
+    rollout_tokens: int
+    tokens_forwarded_per_node: float
+    seconds: float
+    model_seconds: float
+    peak_cache_length: int
+    prompt_tokens: int
+    evicted_nodes: int
+    committed_tokens: int
+    stopped_by: str
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Output of `search`.
+
+    Attributes:
+        text: the chosen continuation.
+        token_ids: its token ids.
+        completions: the top distinct completions, best first.
+        visit_distribution: the root's children with visit counts and shares.
+        tree: the search tree's root (`SearchNode`; render with `tempo_search.render_tree`).
+        stats: `SearchStats`.
+        task_report: the task's report on `text` (which constraints hold, or whether a
+            puzzle is solved), or None without a task.
+        interrupted: the search was stopped by Ctrl-C and holds the best result so far.
+    """
+
+    text: str
+    token_ids: list[int]
+    completions: list[Completion]
+    visit_distribution: list
+    tree: SearchNode = field(repr=False)
+    stats: SearchStats
+    task_report: dict | None = None
+    interrupted: bool = False
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict with `text`, `completions`, `visit_distribution` and `stats`."""
+        return {
+            "text": self.text,
+            "token_ids": self.token_ids,
+            "completions": [asdict(c) for c in self.completions],
+            "visit_distribution": [asdict(v) for v in self.visit_distribution],
+            "stats": asdict(self.stats),
+            "task": self.task_report,
+            "interrupted": self.interrupted,
+        }
+
+
+def search(
+    model,
+    prompt: Prompt | None = None,
+    *,
+    task=None,
+    num_simulations: int = 200,
+    c_puct: float = DEFAULT_C_PUCT,
+    selection: str = "puct",
+    widening: Schedule | Sequence[float] | str = DEFAULT_WIDENING_SCHEDULE,
+    max_width: int = 8,
+    batch_size: int = 4,
+    rollout: str | RolloutConfig = "none",
+    rollout_depth: int = 8,
+    value: ValueWeights | None = None,
+    max_depth: int | None = None,
+    max_new_tokens: int = 32,
+    commit: str = "once",
+    time_limit: float | None = None,
+    max_nodes: int | None = None,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    logits_processors: Sequence[Callable] | None = None,
+    num_completions: int = 5,
+    chat: bool = False,
+    seed: int = 0,
+    on_simulation: Callable[[int], None] | None = None,
+    _engine_factory: Callable[..., Any] | None = None,
+) -> SearchResult:
+    """Search for a continuation of `prompt` with MCTS over tokens.
+
+    Args:
+        model: the object from `load_model`, a model path, or None for the default model.
+        prompt: text or chat messages; None takes the task's prompt.
+        task: a `tempo_search.tasks.Task` (constraints or a puzzle), or None.
+        num_simulations: leaves selected and evaluated (per committed token with
+            `commit="step"`). 200 is the budget of the project's benchmarks.
+        c_puct: PUCT exploration constant; 1.25 is the AlphaZero value (Silver et al., 2018).
+        selection: "puct", "uct", or "gumbel" (Gumbel noise at the root, PUCT below).
+        widening: progressive-widening schedule: the prior a child needs to be admitted, as a
+            function of the node's visit count (a `BezierSchedule`, four control points, or a
+            string "p0,p1,p2,p3").
+        max_width: most children of one node.
+        batch_size: leaves selected per iteration (with a virtual loss) and expanded in one
+            forward pass.
+        rollout: "none", "greedy" or "sample", or a `RolloutConfig`.
+        rollout_depth: tokens per rollout when `rollout` is a string.
+        value: weights of the value parts (likelihood, coherence, reward); default
+            `ValueWeights()`.
+        max_depth: deepest node below the current root; None means `max_new_tokens`.
+        max_new_tokens: most generated tokens on any path.
+        commit: "once" (one deep search, return the best path) or "step" (search, commit
+            the most visited child, keep its subtree, repeat).
+        time_limit: seconds after which the search stops and returns what it has.
+        max_nodes: most tree nodes in the cache at once (prompt excluded); the least visited
+            leaves are evicted to stay under it.
+        temperature: temperature of the prior.
+        top_p: nucleus filter of the prior.
+        logits_processors: transformers `LogitsProcessor` objects applied to the prior.
+        num_completions: distinct completions returned.
+        chat: encode a plain-text prompt as a user message through the chat template.
+        seed: seed of sampling rollouts and Gumbel noise; the same seed on the same machine
+            gives the same tree.
+        on_simulation: called with the number of simulations done, after each iteration.
+
+    Ctrl-C stops the search and returns the best result so far with `interrupted=True`.
+    """
+    model = load_model(model)
+    if isinstance(widening, str):
+        widening = BezierSchedule.from_string(widening)
+    elif not hasattr(widening, "at_visits"):
+        points = list(widening)
+        if len(points) != 4:
+            raise ValueError(
+                f"widening={widening!r} needs four Bezier control points, such as "
+                "(1.0, 0.25, 0.05, 0.01)."
+            )
+        widening = BezierSchedule(*points)
+    if isinstance(rollout, str):
+        rollout = RolloutConfig(kind=rollout, depth=rollout_depth)
+    config = SearchConfig(
+        num_simulations=num_simulations,
+        c_puct=c_puct,
+        selection=selection,
+        widening=widening,
+        max_width=max_width,
+        batch_size=batch_size,
+        rollout=rollout,
+        value=value if value is not None else ValueWeights(),
+        max_depth=max_depth,
+        max_new_tokens=max_new_tokens,
+        commit=commit,
+        time_limit=time_limit,
+        max_nodes=max_nodes,
+        temperature=temperature,
+        top_p=top_p,
+        num_completions=num_completions,
+        seed=seed,
+    )
+    if prompt is None:
+        prompt = getattr(task, "prompt", None)
+        if prompt is None:
+            raise ValueError("prompt is missing; pass a prompt or a task that has one.")
+    prompt_ids = model.encode_prompt(prompt, chat=chat)
+    context = model.max_length
+    if context is not None and len(prompt_ids) + max_new_tokens > context:
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} with a prompt of {len(prompt_ids)} tokens passes "
+            f"the model's context length of {context}; pass max_new_tokens <= "
+            f"{max(0, context - len(prompt_ids))} or a shorter prompt."
+        )
+    if max_nodes is not None and max_nodes < max_width:
+        raise ValueError(
+            f"max_nodes={max_nodes} cannot hold one expansion of max_width={max_width} "
+            f"children; pass max_nodes >= {max_width} (and more for deep searches)."
+        )
+    from tempo_search.generate import check_position_ids
+
+    check_position_ids(model)
+    if task is not None:
+        task.bind(model.tokenizer, model.vocab_size)
+    engine_factory = _engine_factory or TreeState
+    engine = engine_factory(model.model, prompt_ids)
+    mcts = _MCTS(model, prompt_ids, config, task, engine, list(logits_processors or []))
+    return mcts.run(on_simulation)
+
+
+@dataclass
+class _Leaf:
+    node: SearchNode
+    path: list[SearchNode]
+    new_tokens: list[int]
+    new_priors: list[float]
+
+
+class _MCTS:
+    """State of one search: the tree, per-node candidates and the statistics."""
+
+    def __init__(self, model: LoadedModel, prompt_ids, config, task, engine, processors):
+        self.model = model
+        self.tokenizer = model.tokenizer
+        self.prompt_ids = list(prompt_ids)
+        self.config = config
+        self.task = task
+        self.engine = engine
+        self.processors = processors
+        self.eos = model.eos_token_ids
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.start = time.perf_counter()
+        self.model_seconds = 0.0
+        self.simulations = 0
+        self.nodes_created = 0
+        self.rollout_tokens = 0
+        self.evicted = 0
+        self.committed = 0
+        self.stopped_by = "simulations"
+        self.interrupted = False
+
+        # Per node id: the candidate tokens (sorted by prior), their priors and the model's
+        # log-probabilities, and how many of them are admitted as children so far.
+        self.candidates: dict[int, tuple[list[int], list[float], list[float]]] = {}
+        self.opened: dict[int, int] = {}
+        self.path_log_prob: dict[int, float] = {ROOT: 0.0}
+        self.nodes: dict[int, SearchNode] = {}
+
+        self.root = SearchNode(node_id=ROOT, depth=0)
+        self.nodes[ROOT] = self.root
+        self.current_root = self.root
+        self._set_candidates(self.root, engine.prompt_logits)
+        self.gumbel = None
+        if config.selection == "gumbel":
+            from tempo_search.policies.selection import sample_gumbel
+
+            self.gumbel = sample_gumbel(config.max_width, generator=self.generator)
+
+    # ------------------------------------------------------------------ driver
+
+    def run(self, on_simulation) -> SearchResult:
+        try:
+            if self.config.commit == "once":
+                self._simulate(self.config.num_simulations, on_simulation)
+            else:
+                self._run_step_commits(on_simulation)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            self.stopped_by = "interrupted"
+            logger.warning("search interrupted; returning the best result so far")
+        return self._result()
+
+    def _run_step_commits(self, on_simulation) -> None:
+        while True:
+            self._simulate(self.config.num_simulations, on_simulation)
+            if self.stopped_by in ("time_limit", "interrupted"):
+                return
+            child = self._most_visited_child(self.current_root)
+            if child is None:
+                self.stopped_by = "exhausted"
+                return
+            self._commit(child)
+            text_ids = child.token_ids()
+            if child.token_id in self.eos or len(text_ids) >= self.config.max_new_tokens:
+                self.stopped_by = "finished"
+                return
+            if self.task is not None and self.task.is_satisfied(self._decode(text_ids)):
+                self.stopped_by = "finished"
+                return
+            if child.is_terminal:
+                self.stopped_by = "finished"
+                return
+
+    def _simulate(self, budget: int, on_simulation) -> None:
+        done = 0
+        while done < budget:
+            if self._out_of_time():
+                self.stopped_by = "time_limit"
+                return
+            leaves = self._select_batch(min(self.config.batch_size, budget - done))
+            if not leaves:
+                self.stopped_by = "exhausted"
+                return
+            done += len(leaves)
+            self.simulations += len(leaves)
+            if not self._expand_and_evaluate(leaves):
+                self.stopped_by = "max_nodes"
+                return
+            if on_simulation is not None:
+                on_simulation(self.simulations)
+        self.stopped_by = "simulations"
+
+    def _out_of_time(self) -> bool:
+        limit = self.config.time_limit
+        return limit is not None and time.perf_counter() - self.start >= limit
+
+    # ------------------------------------------------------------------ select
+
+    def _select_batch(self, count: int) -> list[_Leaf]:
+        leaves: list[_Leaf] = []
+        claimed: set[int] = set()
+        for _ in range(count):
+            leaf = self._select_one(claimed)
+            if leaf is None:
+                break
+            for node in leaf.path:
+                node.virtual_loss += 1
+            if leaf.new_tokens:
+                claimed.add(leaf.node.node_id)
+            leaves.append(leaf)
+        for leaf in leaves:
+            for node in leaf.path:
+                node.virtual_loss -= 1
+        return leaves
+
+    def _select_one(self, claimed: set[int]) -> _Leaf | None:
+        node = self.current_root
+        path = [node]
+        while True:
+            if node.is_terminal:
+                return _Leaf(node, path, [], [])
+            tokens, priors, _ = self.candidates[node.node_id]
+            admitted = self._admitted(node, priors)
+            opened = self.opened.get(node.node_id, 0)
+            if admitted > opened and node.node_id not in claimed:
+                return _Leaf(node, path, tokens[opened:admitted], priors[opened:admitted])
+            children = [c for c in node.children if not c.pruned]
+            if not children:
+                # Every admitted child is in flight in this batch, or the node is a dead end.
+                return None
+            node = self._choose_child(node, children)
+            path.append(node)
+
+    def _admitted(self, node: SearchNode, priors: list[float]) -> int:
+        if not priors:
+            return 0
+        threshold = self.config.widening.at_visits(node.visit_count)
+        count = sum(1 for p in priors if p >= threshold)
+        return max(1, min(count, self.config.max_width, len(priors)))
+
+    def _choose_child(self, node: SearchNode, children: list[SearchNode]) -> SearchNode:
+        config = self.config
+        if config.selection == "puct" or (config.selection == "gumbel" and node is not self.root):
+            return _puct_choice(node, children, config.c_puct, config.virtual_loss)
+        visits = [c.visit_count for c in children]
+        kwargs: dict[str, Any] = {}
+        if config.selection == "gumbel":
+            kwargs["gumbel"] = self.gumbel[: len(children)]
+        else:
+            kwargs["c_uct"] = config.c_puct if config.c_puct > 0 else math.sqrt(2.0)
+        index = select_child(
+            config.selection,
+            [c.prior for c in children],
+            visits,
+            [c.q_value for c in children],
+            node.visit_count,
+            virtual_loss=[c.virtual_loss for c in children],
+            virtual_loss_value=config.virtual_loss,
+            **kwargs,
+        )
+        return children[index]
+
+    # ------------------------------------------------------------------ expand and evaluate
+
+    def _expand_and_evaluate(self, leaves: list[_Leaf]) -> bool:
+        expanding = [leaf for leaf in leaves if leaf.new_tokens]
+        terminal = [leaf for leaf in leaves if not leaf.new_tokens]
+
+        # 1. Terminal leaves are evaluated again from their cached value.
+        for leaf in terminal:
+            self._backup(leaf.path, leaf.node.value or 0.0)
+        if not expanding:
+            return True
+
+        # 2. Room in the cache for the children and the rollouts, evicting cold leaves.
+        num_new = sum(len(leaf.new_tokens) for leaf in expanding)
+        rollout_room = num_new * (self.config.rollout.depth - 1) if self.config.rollout.enabled else 0
+        if not self._make_room(num_new + rollout_room, expanding):
+            if not self._make_room(num_new, expanding):
+                return False
+            rollout_room = 0
+
+        # 3. One parallel-token step for every admitted child of every selected leaf.
+        parents = [leaf.node.node_id for leaf in expanding for _ in leaf.new_tokens]
+        tokens = [t for leaf in expanding for t in leaf.new_tokens]
+        output = self._forward(parents, tokens)
+        self.nodes_created += len(tokens)
+
+        # 4. New nodes: statistics, candidates, terminal flags.
+        children: list[tuple[_Leaf, SearchNode, torch.Tensor]] = []
+        index = 0
+        for leaf in expanding:
+            _, _, log_probs = self.candidates[leaf.node.node_id]
+            opened = self.opened.get(leaf.node.node_id, 0)
+            for offset, (token, prior) in enumerate(
+                zip(leaf.new_tokens, leaf.new_priors, strict=True)
+            ):
+                node_id = output.node_ids[index]
+                logits = output.logits[index]
+                index += 1
+                child = SearchNode(
+                    node_id=node_id,
+                    token_id=token,
+                    text=self.tokenizer.decode([token], skip_special_tokens=False),
+                    prior=prior,
+                    log_prob=log_probs[opened + offset],
+                    parent=leaf.node,
+                )
+                child.slot = self.engine.slot(node_id)
+                self.nodes[node_id] = child
+                self.path_log_prob[node_id] = self.path_log_prob[leaf.node.node_id] + child.log_prob
+                self._classify(child, logits)
+                children.append((leaf, child, logits))
+            self.opened[leaf.node.node_id] = opened + len(leaf.new_tokens)
+            leaf.node.is_expanded = True
+
+        # 5. Values, with rollouts from the children that are not terminal.
+        rollouts = self._rollouts(children, rollout_room)
+        for (leaf, child, _), extra in zip(children, rollouts, strict=True):
+            child.value = self._evaluate(child, extra)
+            self._backup([*leaf.path, child], child.value)
+        return True
+
+    def _forward(self, parents: list[int], tokens: list[int]):
+        began = time.perf_counter()
+        output = self.engine.expand(parents, tokens)
+        self.model_seconds += time.perf_counter() - began
+        return output
+
+    def _classify(self, child: SearchNode, logits: torch.Tensor) -> None:
+        """Set the candidates of a new node and decide whether it is terminal."""
+        generated = child.token_ids()
+        depth_below_root = child.depth - self.current_root.depth
+        max_depth = self.config.max_depth or self.config.max_new_tokens
+        if child.token_id in self.eos:
+            child.is_terminal = True
+        elif len(generated) >= self.config.max_new_tokens or depth_below_root >= max_depth:
+            child.is_terminal = True
+        elif self.task is not None and self.task.is_finished(self._decode(generated)):
+            child.is_terminal = True
+        if child.is_terminal:
+            self.candidates[child.node_id] = ([], [], [])
+            if self.task is not None:
+                child.reward = float(self.task.reward(self._decode(generated)))
+            return
+        self._set_candidates(child, logits)
+        if not self.candidates[child.node_id][0]:
+            # Dead end: the task allows no next token here.
+            child.is_terminal = True
+            child.reward = 0.0
+
+    def _set_candidates(self, node: SearchNode, logits: torch.Tensor) -> None:
+        generated = node.token_ids()
+        mask = None
+        if self.task is not None:
+            mask = self.task.allowed_tokens(generated, self._decode(generated))
+            if mask is not None:
+                mask = mask[None]
+        input_ids = None
+        if self.processors:
+            input_ids = torch.tensor([self.prompt_ids + generated], dtype=torch.long)
+        probs = prior_from_logits(
+            logits[None],
+            temperature=self.config.temperature,
+            top_p=self.config.top_p,
+            allowed_mask=mask,
+            logits_processors=self.processors or None,
+            input_ids=input_ids,
+        )[0]
+        ids, priors = top_candidates(probs, self.config.max_width)
+        log_probs = torch.log_softmax(logits.float(), dim=-1)
+        self.candidates[node.node_id] = (
+            ids.tolist(),
+            priors.tolist(),
+            log_probs[ids].tolist(),
+        )
+
+    def _rollouts(self, children, room: int):
+        config = self.config.rollout
+        starts = []
+        owners = []
+        for position, (_, child, logits) in enumerate(children):
+            if config.enabled and not child.is_terminal:
+                starts.append((child.node_id, logits))
+                owners.append(position)
+        extras: list = [None] * len(children)
+        if not starts or room <= 0:
+            return extras
+
+        allowed = None
+        if self.task is not None:
+            def allowed(index: int, rollout_ids: list[int]):
+                child = children[owners[index]][1]
+                generated = child.token_ids() + rollout_ids
+                return self.task.allowed_tokens(generated, self._decode(generated))
+
+        before = self.engine.tokens_forwarded
+        began = time.perf_counter()
+        results = run_rollouts(
+            self.engine,
+            starts,
+            config,
+            eos_token_ids=self.eos,
+            generator=self.generator,
+            allowed_mask=allowed,
+            max_tokens=room,
+        )
+        self.model_seconds += time.perf_counter() - began
+        self.rollout_tokens += self.engine.tokens_forwarded - before
+        for owner, result in zip(owners, results, strict=True):
+            extras[owner] = result
+        return extras
+
+    def _evaluate(self, child: SearchNode, rollout) -> float:
+        """Combine the value parts of a new node (and its rollout) into a value in [0, 1]."""
+        generated = child.token_ids()
+        sum_log_prob = self.path_log_prob[child.node_id]
+        reward = child.reward
+        if rollout is not None and rollout.token_ids:
+            generated = generated + rollout.token_ids
+            sum_log_prob += rollout.sum_log_prob
+        likelihood = likelihood_value(sum_log_prob, len(generated))
+        if self.task is not None and reward is None:
+            text = self._decode(generated)
+            if self.task.is_finished(text) or (rollout is not None and rollout.finished):
+                reward = float(self.task.reward(text))
+            else:
+                progress = self.task.progress(text)
+                reward = None if progress is None else float(progress)
+        return self.config.value.combine(likelihood, child.coherence, reward)
+
+    def _backup(self, path: list[SearchNode], value: float) -> None:
+        for node in path:
+            node.visit_count += 1
+            node.value_sum += value
+        # The committed chain above the current root counts the simulation too.
+        node = self.current_root.parent
+        while node is not None:
+            node.visit_count += 1
+            node.value_sum += value
+            node = node.parent
+
+    # ------------------------------------------------------------------ budget and commit
+
+    def _make_room(self, needed: int, pending: list[_Leaf]) -> bool:
+        """Evict the least visited leaves until `needed` more nodes fit under max_nodes."""
+        limit = self.config.max_nodes
+        if limit is None or self.engine.num_nodes + needed <= limit:
+            return True
+        protected = {ROOT}
+        for leaf in pending:
+            protected.update(n.node_id for n in leaf.path)
+        for node in self.current_root.path():
+            protected.add(node.node_id)
+        evictable = [
+            n
+            for n in self.nodes.values()
+            if n.node_id not in protected and not n.children and not n.pruned
+        ]
+        evictable.sort(key=lambda n: (n.visit_count, n.q_value, -n.node_id))
+        excess = self.engine.num_nodes + needed - limit
+        if len(evictable) < excess:
+            return False
+        for node in evictable[:excess]:
+            node.pruned = True
+            node.parent = None
+            self._forget(node.node_id)
+        self.evicted += excess
+        self.engine.compact([n for n in self.nodes if n != ROOT])
+        self._refresh_slots()
+        return True
+
+    def _forget(self, node_id: int) -> None:
+        self.nodes.pop(node_id, None)
+        self.candidates.pop(node_id, None)
+        self.opened.pop(node_id, None)
+        self.path_log_prob.pop(node_id, None)
+
+    def _refresh_slots(self) -> None:
+        for node_id, node in self.nodes.items():
+            if node_id != ROOT:
+                node.slot = self.engine.slot(node_id)
+
+    def _commit(self, child: SearchNode) -> None:
+        """Make `child` the new root: drop its siblings' subtrees from the tree and cache."""
+        parent = self.current_root
+        for sibling in list(parent.children):
+            if sibling is child:
+                continue
+            for node in _subtree(sibling):
+                self._forget(node.node_id)
+            sibling.parent = None
+        self.current_root = child
+        self.committed += 1
+        self.engine.compact([n for n in self.nodes if n != ROOT])
+        self._refresh_slots()
+
+    # ------------------------------------------------------------------ result
+
+    def _most_visited_child(self, node: SearchNode) -> SearchNode | None:
+        children = [c for c in node.children if not c.pruned]
+        if not children:
+            return None
+        return max(children, key=lambda c: (c.visit_count, c.q_value, -c.node_id))
+
+    def _best_path_node(self) -> SearchNode:
+        node = self.current_root
+        while True:
+            child = self._most_visited_child(node)
+            if child is None:
+                return node
+            node = child
+
+    def _completions(self) -> list[Completion]:
+        seen: dict[str, Completion] = {}
+        candidates = [
+            n for n in _subtree(self.root) if n.node_id != ROOT and (n.is_terminal or not n.children)
+        ]
+        for node in candidates:
+            ids = [t for t in node.token_ids() if t not in self.eos]
+            text = self._decode(ids)
+            score = node.q_value if node.visit_count else (node.value or 0.0)
+            completion = Completion(text, score, node.visit_count, ids, node.is_terminal)
+            best = seen.get(text)
+            if best is None or (completion.score, completion.visits) > (best.score, best.visits):
+                seen[text] = completion
+        ranked = sorted(seen.values(), key=lambda c: (-c.score, -c.visits, c.text))
+        return ranked[: self.config.num_completions]
+
+    def _result(self) -> SearchResult:
+        best = self._best_path_node()
+        ids = [t for t in best.token_ids() if t not in self.eos]
+        text = self._decode(ids)
+        seconds = time.perf_counter() - self.start
+        engine = self.engine
+        tree_tokens = engine.tokens_forwarded - len(self.prompt_ids) - self.rollout_tokens
+        stats = SearchStats(
+            simulations=self.simulations,
+            nodes=self.nodes_created,
+            forward_passes=engine.forward_passes,
+            tokens_forwarded=engine.tokens_forwarded,
+            rollout_tokens=self.rollout_tokens,
+            tokens_forwarded_per_node=tree_tokens / max(1, self.nodes_created),
+            seconds=seconds,
+            model_seconds=self.model_seconds,
+            peak_cache_length=engine.peak_cache_length,
+            prompt_tokens=len(self.prompt_ids),
+            evicted_nodes=self.evicted,
+            committed_tokens=self.committed,
+            stopped_by=self.stopped_by,
+        )
+        logger.info(
+            "search: %d simulations, %d nodes, %d forward passes, %.2f s (%s)",
+            stats.simulations,
+            stats.nodes,
+            stats.forward_passes,
+            stats.seconds,
+            stats.stopped_by,
+        )
+        report = self.task.report(text) if self.task is not None else None
+        return SearchResult(
+            text=text,
+            token_ids=ids,
+            completions=self._completions(),
+            visit_distribution=visit_distribution(self.current_root),
+            tree=self.root,
+            stats=stats,
+            task_report=report,
+            interrupted=self.interrupted,
+        )
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+
+
+def _subtree(root: SearchNode):
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        yield node
+        stack.extend(node.children)
+
+
+def _puct_choice(
+    node: SearchNode, children: list[SearchNode], c_puct: float, virtual_loss: float
+) -> SearchNode:
+    """Pick the child with the highest PUCT score; the same formula as `puct_scores`.
+
+    Written out in Python because it runs once per tree level per simulation and the
+    children are few; `tests/test_search.py` checks it against `puct_scores`.
+    """
+    pending = sum(c.virtual_loss for c in children) * virtual_loss
+    sqrt_parent = math.sqrt(node.visit_count + pending)
+    best = children[0]
+    best_score = -math.inf
+    for child in children:
+        visits = child.visit_count + child.virtual_loss * virtual_loss
+        q = child.value_sum / visits if visits > 0 else 0.0
+        score = q + c_puct * child.prior * sqrt_parent / (1.0 + visits)
+        if score > best_score:
+            best, best_score = child, score
+    return best
