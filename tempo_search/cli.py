@@ -127,13 +127,86 @@ def _add_generate(subparsers) -> None:
     )
     parser.add_argument("--chat", action="store_true", help="encode the prompt as a chat message")
     parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument(
+        "--threshold-schedule",
+        default=None,
+        metavar="SPEC",
+        help="selection threshold over generation progress (step / max-new-tokens, 0 to 1) in "
+        "place of --threshold: 'bezier:P0,P1,P2,P3' (Bezier control points) or "
+        "'flat:START,END,FLAT_FRACTION' (START until FLAT_FRACTION of the steps, then linear to "
+        "END); thresholds are probabilities in [0, 1]",
+    )
+    pruning = parser.add_argument_group(
+        "retroactive pruning",
+        "remove parallel-set members that later tokens pay little attention to; any "
+        "--prune-* option turns pruning on",
+    )
+    pruning.add_argument(
+        "--prune",
+        action="store_true",
+        help="turn pruning on with the defaults below",
+    )
+    pruning.add_argument(
+        "--prune-layers",
+        default=None,
+        metavar="SPEC",
+        help="layers whose attention scores the members: 'last:K' (the last K layers), 'all', "
+        "or layer indices such as 0,3,5 (default: last:4)",
+    )
+    pruning.add_argument(
+        "--prune-cut",
+        type=float,
+        default=None,
+        help="relative score (attention / the set's mean attention - 1) at which the keep "
+        "weight is 0.5; -0.5 means half the mean attention (default: -0.5)",
+    )
+    pruning.add_argument(
+        "--prune-steepness",
+        type=float,
+        default=None,
+        help="slope of the keep-weight sigmoid per unit of relative score, > 0 (default: 10)",
+    )
+    pruning.add_argument(
+        "--prune-floor",
+        type=float,
+        default=None,
+        help="members whose keep weight (0 to 1) is below this are removed (default: 0.5)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=_run_generate)
 
 
 def _run_generate(args: argparse.Namespace) -> int:
-    from tempo_search.generate import generate
+    from tempo_search.coherence import PruneConfig
+    from tempo_search.generate import bracket_text, generate, parse_threshold_schedule
 
+    # 1. Pruning and schedule flags, validated before the model loads.
+    schedule = None
+    if args.threshold_schedule is not None:
+        try:
+            schedule = parse_threshold_schedule(args.threshold_schedule)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--threshold-schedule: {error}") from None
+    flags = {
+        "layers": ("--prune-layers", args.prune_layers),
+        "cut": ("--prune-cut", args.prune_cut),
+        "steepness": ("--prune-steepness", args.prune_steepness),
+        "floor": ("--prune-floor", args.prune_floor),
+    }
+    prune = None
+    if args.prune or any(value is not None for _, value in flags.values()):
+        settings = {}
+        for name, (flag, value) in flags.items():
+            if value is None:
+                continue
+            try:
+                PruneConfig(**{name: value})
+            except (TypeError, ValueError) as error:
+                raise ValueError(f"{flag} {value!r} is invalid: {error}") from None
+            settings[name] = value
+        prune = PruneConfig(**settings)
+
+    # 2. Generation.
     model = _load(args)
     with _progress(args.max_new_tokens, "steps", _show_progress(args)) as bar:
         result = generate(
@@ -148,17 +221,25 @@ def _run_generate(args: argparse.Namespace) -> int:
             chat=args.chat,
             seed=args.seed,
             on_step=lambda _step: bar.update(1),
+            prune=prune,
+            threshold_schedule=schedule,
         )
     if args.json:
         _print_json({"prompt": args.prompt, "model": model.name, **result.to_dict()})
         return EXIT_OK
+
+    # 3. Text output; pruned tokens are written struck through as ~token~.
     stats = result.stats
-    sys.stdout.write(f"{args.prompt}{result.text}\n\n")
+    text = result.text
+    if prune is not None:
+        text = bracket_text([step.tokens for step in result.steps], show_pruned=True)
+    sys.stdout.write(f"{args.prompt}{text}\n\n")
     sys.stdout.write(f"best path: {args.prompt}{result.best_text}\n")
+    pruned = f", {stats.pruned_tokens} tokens pruned" if prune is not None else ""
     sys.stdout.write(
         f"[{result.mode}] {stats.generated_steps} steps, {stats.forward_passes} forward passes, "
-        f"{stats.tokens_forwarded} tokens forwarded, cache {stats.cache_length} entries, "
-        f"{stats.seconds:.2f} s\n"
+        f"{stats.tokens_forwarded} tokens forwarded, cache {stats.cache_length} entries"
+        f"{pruned}, {stats.seconds:.2f} s\n"
     )
     return EXIT_OK
 
@@ -204,6 +285,175 @@ def _run_check_model(args: argparse.Namespace) -> int:
     return EXIT_OK if report.passed else EXIT_FAILED
 
 
+# ----------------------------------------------------------------------------- search
+
+
+def _add_search(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="Monte Carlo tree search over tokens",
+        description="Search for a continuation with MCTS: PUCT selection with the LM prior, "
+        "one parallel-token forward per expansion, Bezier progressive widening, optional "
+        "rollouts that are rewound from the shared KV cache.",
+    )
+    parser.add_argument("prompt", help="the prompt text (a user message with --chat)")
+    _add_model_arguments(parser)
+    parser.add_argument(
+        "--simulations",
+        type=int,
+        default=200,
+        help="leaves selected and evaluated (per committed token with --commit step; default: 200)",
+    )
+    parser.add_argument(
+        "--c-puct", type=float, default=1.25, help="PUCT exploration constant (default: 1.25)"
+    )
+    parser.add_argument(
+        "--selection",
+        choices=("puct", "uct", "gumbel"),
+        default="puct",
+        help="selection rule (default: puct)",
+    )
+    parser.add_argument(
+        "--widening",
+        default="1.0,0.25,0.05,0.01",
+        metavar="P0,P1,P2,P3",
+        help="Bezier control points of the prior a child needs to be admitted, from a new node "
+        "to a node with 32 visits; probabilities in [0, 1] (default: 1.0,0.25,0.05,0.01)",
+    )
+    parser.add_argument(
+        "--max-width", type=int, default=8, help="most children of one node (default: 8)"
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=4,
+        help="leaves expanded per forward pass (default: 4)",
+    )
+    parser.add_argument(
+        "--rollout",
+        choices=("none", "greedy", "sample"),
+        default="none",
+        help="rollout policy from new nodes (default: none)",
+    )
+    parser.add_argument(
+        "--rollout-depth", type=int, default=8, help="tokens per rollout (default: 8)"
+    )
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=32, help="most generated tokens (default: 32)"
+    )
+    parser.add_argument(
+        "--max-depth",
+        type=int,
+        default=None,
+        help="deepest node below the current root in tokens (default: --max-new-tokens)",
+    )
+    parser.add_argument(
+        "--commit",
+        choices=("once", "step"),
+        default="once",
+        help="once: one deep search; step: commit the most visited token and search again "
+        "(default: once)",
+    )
+    parser.add_argument(
+        "--time-limit", type=float, default=None, help="stop after this many seconds"
+    )
+    parser.add_argument(
+        "--max-nodes",
+        type=int,
+        default=None,
+        help="most tree nodes in the KV cache at once; cold leaves are evicted (default: none)",
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=1.0, help="temperature of the prior (default: 1.0)"
+    )
+    parser.add_argument("--chat", action="store_true", help="encode the prompt as a chat message")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument(
+        "--tree",
+        metavar="FILE",
+        default=None,
+        help="write the search tree to FILE (.json, or .dot/.gv for Graphviz)",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    parser.set_defaults(handler=_run_search)
+
+
+def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None):
+    """Run `search` with the shared search flags; returns the result (or raises)."""
+    from tempo_search.search import search
+
+    if args.tree is not None and not args.tree.endswith((".json", ".dot", ".gv")):
+        raise ValueError(
+            f"--tree {args.tree!r} has an unknown suffix; pass a .json, .dot or .gv file name."
+        )
+    model = _load(args)
+    total = args.simulations
+    with _progress(total, "simulations", _show_progress(args)) as bar:
+
+        def advance(done: int) -> None:
+            bar.total = max(bar.total, done)
+            bar.n = done
+            bar.refresh()
+
+        result = search(
+            model,
+            prompt if prompt is not None else args.prompt,
+            task=task,
+            num_simulations=args.simulations,
+            c_puct=args.c_puct,
+            selection=args.selection,
+            widening=args.widening,
+            max_width=args.max_width,
+            batch_size=args.batch_size,
+            rollout=args.rollout,
+            rollout_depth=args.rollout_depth,
+            max_depth=args.max_depth,
+            max_new_tokens=args.max_new_tokens,
+            commit=args.commit,
+            time_limit=args.time_limit,
+            max_nodes=args.max_nodes,
+            temperature=args.temperature,
+            chat=args.chat,
+            seed=args.seed,
+            on_simulation=advance,
+        )
+    if args.tree is not None:
+        from tempo_search.tree import save_tree
+
+        save_tree(result.tree, args.tree)
+    return model, result
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    model, result = _search_from_args(args)
+    _print_search(args, model, result, prompt_text=args.prompt)
+    return EXIT_FAILED if result.interrupted else EXIT_OK
+
+
+def _print_search(args, model, result, *, prompt_text: str, extra: dict | None = None) -> None:
+    if result.interrupted:
+        sys.stderr.write("interrupted: printing the best result found so far\n")
+    if args.json:
+        _print_json(
+            {"prompt": prompt_text, "model": model.name, **result.to_dict(), **(extra or {})}
+        )
+        return
+    stats = result.stats
+    sys.stdout.write(f"{prompt_text}{result.text}\n\n")
+    for rank, completion in enumerate(result.completions, start=1):
+        sys.stdout.write(
+            f"{rank}. score={completion.score:.3f} visits={completion.visits}: "
+            f"{completion.text!r}\n"
+        )
+    sys.stdout.write(
+        f"\n{stats.simulations} simulations, {stats.nodes} nodes, {stats.forward_passes} forward "
+        f"passes, {stats.tokens_forwarded} tokens forwarded ({stats.rollout_tokens} in rollouts), "
+        f"{stats.seconds:.2f} s, stopped by {stats.stopped_by}\n"
+    )
+    for key, value in (extra or {}).items():
+        sys.stdout.write(f"{key}: {value}\n")
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -219,6 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     _add_generate(subparsers)
     _add_check_model(subparsers)
+    _add_search(subparsers)
     for register in _EXTRA_COMMANDS:
         register(subparsers)
     return parser
@@ -229,6 +480,10 @@ _EXTRA_COMMANDS: list = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from transformers.utils import logging as transformers_logging
+
+    # The loading bars of transformers would mix with this command's own output.
+    transformers_logging.disable_progress_bar()
     parser = build_parser()
     args = parser.parse_args(argv)
     level = logging.WARNING - 10 * min(args.verbose, 2)

@@ -10,7 +10,18 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+from tempo_search.coherence import (
+    PruneConfig,
+    aggregate_attention,
+    keep_weights,
+    layer_weights,
+    member_keep_weights,
+    member_scores,
+    prune_decision,
+    relative_scores,
+)
 from tempo_search.models import LoadedModel, Prompt, load_model
+from tempo_search.schedules import BezierSchedule, FlatLinearSchedule, Schedule
 from tempo_search.tree_state import ROOT, TreeState
 
 logger = logging.getLogger(__name__)
@@ -186,6 +197,53 @@ _IGNORES_POSITIONS = (
 )
 
 
+def parse_threshold_schedule(text: str) -> Schedule:
+    """Parse `"bezier:p0,p1,p2,p3"` or `"flat:start,end,flat_fraction"` into a schedule.
+
+    The values are probability thresholds in `[0, 1]` over generation progress
+    (`step / max_new_tokens`), as on the `--threshold-schedule` command-line flag.
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"threshold schedule must be a str, got {type(text).__name__}")
+    kind, _, values = text.partition(":")
+    kind = kind.strip().lower()
+    if kind == "bezier":
+        return BezierSchedule.from_string(values)
+    if kind == "flat":
+        return FlatLinearSchedule.from_string(values)
+    raise ValueError(
+        f"threshold schedule {text!r} is invalid; pass 'bezier:p0,p1,p2,p3' or "
+        "'flat:start,end,flat_fraction', for example bezier:0.3,0.2,0.1,0.05"
+    )
+
+
+def _check_pruning(
+    model: LoadedModel,
+    prune: PruneConfig | None,
+    threshold_schedule: Schedule | None,
+    mode: str,
+    isolate: bool,
+) -> list[int]:
+    """Validate the pruning arguments and return the layers whose attention is captured."""
+    if threshold_schedule is not None and not callable(threshold_schedule):
+        raise TypeError(
+            f"threshold_schedule={threshold_schedule!r} is not a schedule; pass a "
+            "BezierSchedule, a FlatLinearSchedule or None."
+        )
+    if prune is None:
+        return []
+    if not isinstance(prune, PruneConfig):
+        raise TypeError(
+            f"prune={prune!r} is not a PruneConfig; pass PruneConfig() for the defaults or None."
+        )
+    if mode == "superposition" and not isolate:
+        raise ValueError(
+            "prune with isolate=False is not supported: a kept member would have been computed "
+            "while seeing a pruned sibling; pass isolate=True (the default)."
+        )
+    return prune.resolve_layers(int(model.model.config.num_hidden_layers))
+
+
 def generate(
     model,
     prompt: Prompt,
@@ -199,6 +257,8 @@ def generate(
     chat: bool = False,
     seed: int | None = None,
     on_step: Callable[[Step], None] | None = None,
+    prune: PruneConfig | None = None,
+    threshold_schedule: Schedule | None = None,
 ) -> GenerationResult:
     """Generate with TEMPO parallel-token steps.
 
@@ -216,6 +276,29 @@ def generate(
             live paths are kept, the most likely by path log-probability, and the others are
             compacted out of the cache. A path that selects end-of-sequence is finished.
 
+    Retroactive pruning (`prune`):
+        "superposition": the forward of set `S_{t+1}` captures the attention of
+            `prune.layers`, and the attention that the rows of `S_{t+1}` pay to the slots of
+            `S_t`'s members scores those members (`coherence.member_keep_weights`). Members whose
+            keep weight is below `prune.floor` are removed: `S_{t+1}` is rewound, the removed
+            members are compacted out of the cache, the mixture that chose `S_{t+1}` is
+            recomputed over the kept members with `w_i` proportional to `p_i * keep_i`, and
+            `S_{t+1}` is selected again from it and forwarded again. The following steps are
+            then exactly what they would be had the removed tokens never existed. The soft
+            keep weight enters the mixture only in this recomputation; a set without removals
+            keeps `w_i` proportional to `p_i`. Each set is scored once, by the first forward
+            of the set after it; the last set is forwarded only to score the one before it and
+            is then rewound. Needs `isolate=True`.
+        "tree": siblings (children of one node, within one step) are compared through the
+            attention their own children pay back to them. A pruned branch and its
+            descendants leave the live paths, the finished paths and the cache; the other
+            paths never saw it, so nothing is recomputed.
+        At least one member of each scored set is kept (`coherence.prune_decision`). Each
+        token records `pruned` and `keep_weight` (None when its set was not scored, such as a
+        set of one member), `stats.pruned_tokens` counts the removed members (in tree mode,
+        the descendants that leave with them are not counted), and `stats.forward_passes`
+        includes the recomputations.
+
     Args:
         model: the object from `load_model`, a model path, or None for the default model.
         prompt: text, or chat messages (a list of `{"role", "content"}` dicts).
@@ -229,7 +312,12 @@ def generate(
         chat: encode a plain-text prompt as one user message through the chat template.
         seed: seed for torch's generator. Generation is deterministic without it; it is
             accepted so that callers can pass one seed to every entry point.
-        on_step: called with each `Step` as it is chosen (for progress display).
+        on_step: called with each `Step` as it is chosen (for progress display). Pruning marks
+            and reselections after a removal change the returned steps, not the calls made.
+        prune: retroactive pruning settings, or None for no pruning.
+        threshold_schedule: a schedule of the selection threshold over generation progress
+            `(step - 1) / max_new_tokens`; it replaces the constant `threshold`. A threshold
+            of 0 selects `max_width` tokens.
     """
     model = load_model(model)
     if seed is not None:
@@ -244,69 +332,51 @@ def generate(
         mode=mode,
         max_paths=max_paths,
     )
+    layers = _check_pruning(model, prune, threshold_schedule, mode, isolate)
     check_position_ids(model)
-    start = time.perf_counter()
-    if mode == "superposition":
-        return _generate_superposition(
-            model, prompt_ids, threshold, max_new_tokens, max_width, isolate, start, on_step
-        )
-    return _generate_tree(
-        model, prompt_ids, threshold, max_new_tokens, max_width, max_paths, start, on_step
+    options = _Options(
+        threshold=threshold,
+        threshold_schedule=threshold_schedule,
+        max_new_tokens=max_new_tokens,
+        max_width=max_width,
+        isolate=isolate,
+        max_paths=max_paths,
+        prune=prune,
+        prune_layers=layers,
+        on_step=on_step,
+        start=time.perf_counter(),
     )
+    if mode == "superposition":
+        return _generate_superposition(model, prompt_ids, options)
+    return _generate_tree(model, prompt_ids, options)
+
+
+@dataclass(frozen=True)
+class _Options:
+    threshold: float
+    threshold_schedule: Schedule | None
+    max_new_tokens: int
+    max_width: int
+    isolate: bool
+    max_paths: int
+    prune: PruneConfig | None
+    prune_layers: list[int]
+    on_step: Callable[[Step], None] | None
+    start: float
+
+    def threshold_at(self, depth: int) -> float:
+        """Selection threshold of logical step `depth` (1-based)."""
+        if self.threshold_schedule is None:
+            return self.threshold
+        return float(self.threshold_schedule((depth - 1) / self.max_new_tokens))
 
 
 def _decode_token(model: LoadedModel, token_id: int) -> str:
     return model.tokenizer.decode([token_id], skip_special_tokens=False)
 
 
-def _generate_superposition(
-    model: LoadedModel,
-    prompt_ids: list[int],
-    threshold: float,
-    max_new_tokens: int,
-    max_width: int,
-    isolate: bool,
-    start: float,
-    on_step: Callable[[Step], None] | None,
-) -> GenerationResult:
-    state = TreeState(model.model, prompt_ids, mode="superposition", isolate=isolate)
-    eos = model.eos_token_ids
-    probs = torch.softmax(state.prompt_logits, dim=-1)
-    steps: list[Step] = []
-    best_ids: list[int] = []
-    parent = ROOT
-    for depth in range(1, max_new_tokens + 1):
-        # 1. The parallel set; a top end-of-sequence token ends generation.
-        top = int(torch.argmax(probs))
-        if top in eos:
-            break
-        ids, member_probs = select_parallel_set(
-            probs, threshold=threshold, max_width=max_width, exclude=eos
-        )
-        step = Step(
-            position=len(prompt_ids) + depth - 1,
-            tokens=[
-                TokenChoice(_decode_token(model, i), i, p)
-                for i, p in zip(ids, member_probs, strict=True)
-            ],
-        )
-        steps.append(step)
-        best_ids.append(ids[0])
-        if on_step is not None:
-            on_step(step)
-        if depth == max_new_tokens:
-            break
-
-        # 2. One forward at one logical position; the mixture is the next distribution.
-        output = state.expand([parent] * len(ids), ids)
-        parent = output.node_ids[0]
-        weights = torch.tensor(member_probs, dtype=torch.float32)
-        weights = weights / weights.sum()
-        member_dists = torch.softmax(output.logits, dim=-1)  # [members, vocab]
-        probs = (weights[:, None] * member_dists).sum(dim=0)
-
-    text = bracket_text([s.tokens for s in steps])
-    stats = GenerationStats(
+def _stats(state: TreeState, prompt_ids: list[int], steps: list[Step], start: float, pruned: int):
+    return GenerationStats(
         forward_passes=state.forward_passes,
         tokens_forwarded=state.tokens_forwarded,
         prompt_tokens=len(prompt_ids),
@@ -315,15 +385,160 @@ def _generate_superposition(
         cache_length=state.cache_length,
         peak_cache_length=state.peak_cache_length,
         live_tokens=state.num_nodes,
+        pruned_tokens=pruned,
     )
+
+
+@dataclass
+class _ForwardedSet:
+    """A superposition set in the cache: what the next set's mixture and scoring need."""
+
+    step_index: int
+    token_ids: list[int]
+    weights: list[float]  # unnormalised mixture weights, p_i (times keep_i after a removal)
+    node_ids: list[int]
+    member_dists: torch.Tensor  # [members, vocab]
+
+    def mixture(self) -> torch.Tensor:
+        """Return the `[vocab]` next-step distribution `sum_i w_i * p(. | member_i)`."""
+        weights = torch.tensor(self.weights, dtype=torch.float32)
+        weights = weights / weights.sum()
+        return (weights[:, None] * self.member_dists).sum(dim=0)
+
+
+def _stack_attention(attentions: dict[int, torch.Tensor], layers: list[int]) -> torch.Tensor:
+    """Stack captured attention into `[layers, heads, q, k]`, shallow to deep."""
+    return torch.stack([attentions[layer].float().cpu() for layer in layers])
+
+
+def _mark_pruned(step: Step, marks: dict[int, tuple[bool, float]]) -> Step:
+    """Return `step` with `pruned` and `keep_weight` set for the member ids in `marks`."""
+    tokens = [
+        TokenChoice(t.token, t.id, t.prob, pruned=marks[t.id][0], keep_weight=marks[t.id][1])
+        if t.id in marks
+        else t
+        for t in step.tokens
+    ]
+    return Step(position=step.position, tokens=tokens)
+
+
+def _generate_superposition(
+    model: LoadedModel, prompt_ids: list[int], options: _Options
+) -> GenerationResult:
+    state = TreeState(model.model, prompt_ids, mode="superposition", isolate=options.isolate)
+    eos = model.eos_token_ids
+    prune = options.prune
+    probs = torch.softmax(state.prompt_logits, dim=-1)
+    steps: list[Step] = []
+    best_ids: list[int] = []
+    parent = ROOT
+    previous: _ForwardedSet | None = None
+    pruned_count = 0
+    last = options.max_new_tokens
+    for depth in range(1, last + 1):
+        threshold = options.threshold_at(depth)
+
+        # 1. The parallel set; a top end-of-sequence token ends generation.
+        if int(torch.argmax(probs)) in eos:
+            break
+        ids, member_probs = select_parallel_set(
+            probs, threshold=threshold, max_width=options.max_width, exclude=eos
+        )
+        steps.append(_make_step(model, prompt_ids, depth, ids, member_probs))
+        best_ids.append(ids[0])
+        if options.on_step is not None:
+            options.on_step(steps[-1])
+
+        # 2. One forward at one logical position. With pruning, it also scores the previous
+        # set, so the last set is forwarded too when the previous one has several members.
+        scoring = prune is not None and previous is not None and len(previous.node_ids) > 1
+        if depth == last and not scoring:
+            break
+        output = state.expand(
+            [parent] * len(ids), ids, capture_layers=options.prune_layers if scoring else ()
+        )
+
+        # 3. Retroactive pruning of the previous set.
+        if scoring:
+            attention = _stack_attention(output.attentions, options.prune_layers)
+            slots = [state.slot(n) for n in previous.node_ids]
+            weights = member_keep_weights(attention, slots, config=prune)
+            keep = prune_decision(weights, floor=prune.floor)
+            marks = {
+                token_id: (not bool(kept), float(weight))
+                for token_id, kept, weight in zip(previous.token_ids, keep, weights, strict=True)
+            }
+            index = previous.step_index
+            steps[index] = _mark_pruned(steps[index], marks)
+            state.rewind(len(ids))
+            if not bool(keep.all()):
+                removed = {n for n, kept in zip(previous.node_ids, keep, strict=True) if not kept}
+                pruned_count += len(removed)
+                state.compact([n for n in state.node_ids() if n not in removed])
+                previous = _keep_members(previous, keep, weights)
+                best_ids[index] = previous.token_ids[0]
+                parent = previous.node_ids[0]
+                logger.debug("step %d: pruned %d members of step %d", depth, len(removed), index)
+
+                # The mixture without the removed members selects this step's set again.
+                probs = previous.mixture()
+                if int(torch.argmax(probs)) in eos:
+                    steps.pop()
+                    best_ids.pop()
+                    break
+                ids, member_probs = select_parallel_set(
+                    probs, threshold=threshold, max_width=options.max_width, exclude=eos
+                )
+                steps[-1] = _make_step(model, prompt_ids, depth, ids, member_probs)
+                best_ids[-1] = ids[0]
+            if depth == last:
+                break
+            output = state.expand([parent] * len(ids), ids)
+
+        # 4. The mixture of this set's members is the next distribution.
+        parent = output.node_ids[0]
+        previous = _ForwardedSet(
+            step_index=len(steps) - 1,
+            token_ids=ids,
+            weights=member_probs,
+            node_ids=output.node_ids,
+            member_dists=torch.softmax(output.logits, dim=-1),  # [members, vocab]
+        )
+        probs = previous.mixture()
+
     return GenerationResult(
-        text=text,
+        text=bracket_text([s.tokens for s in steps]),
         best_text=model.tokenizer.decode(best_ids, skip_special_tokens=True),
         best_token_ids=best_ids,
         steps=steps,
-        stats=stats,
+        stats=_stats(state, prompt_ids, steps, options.start, pruned_count),
         mode="superposition",
         prompt_token_ids=prompt_ids,
+    )
+
+
+def _make_step(
+    model: LoadedModel, prompt_ids: list[int], depth: int, ids: list[int], probs: list[float]
+) -> Step:
+    return Step(
+        position=len(prompt_ids) + depth - 1,
+        tokens=[
+            TokenChoice(_decode_token(model, i), i, p) for i, p in zip(ids, probs, strict=True)
+        ],
+    )
+
+
+def _keep_members(
+    members: _ForwardedSet, keep: torch.Tensor, weights: torch.Tensor
+) -> _ForwardedSet:
+    """Return the kept members, with mixture weights `p_i * keep_i`."""
+    rows = [i for i, kept in enumerate(keep.tolist()) if kept]
+    return _ForwardedSet(
+        step_index=members.step_index,
+        token_ids=[members.token_ids[i] for i in rows],
+        weights=[members.weights[i] * float(weights[i]) for i in rows],
+        node_ids=[members.node_ids[i] for i in rows],
+        member_dists=members.member_dists[rows],
     )
 
 
@@ -333,31 +548,29 @@ class _Path:
     token_ids: list[int]
     log_prob: float
     finished: bool = False
+    nodes: tuple[int, ...] = ()  # forwarded nodes of the path, first to last
 
 
 def _generate_tree(
-    model: LoadedModel,
-    prompt_ids: list[int],
-    threshold: float,
-    max_new_tokens: int,
-    max_width: int,
-    max_paths: int,
-    start: float,
-    on_step: Callable[[Step], None] | None,
+    model: LoadedModel, prompt_ids: list[int], options: _Options
 ) -> GenerationResult:
     state = TreeState(model.model, prompt_ids, mode="tree")
     eos = model.eos_token_ids
+    max_paths = options.max_paths
     live = [_Path(ROOT, [], 0.0)]
     next_log_probs = {ROOT: torch.log_softmax(state.prompt_logits, dim=-1)}
     finished: list[_Path] = []
     steps: list[Step] = []
-    for depth in range(1, max_new_tokens + 1):
+    pruned_count = 0
+    for depth in range(1, options.max_new_tokens + 1):
+        threshold = options.threshold_at(depth)
+
         # 1. Candidates: each live path's parallel set, ranked by path log-probability.
         candidates: list[tuple[float, _Path, int, float]] = []
         for path in live:
             log_probs = next_log_probs[path.node_id]
             ids, member_probs = select_parallel_set(
-                log_probs.exp(), threshold=threshold, max_width=max_width
+                log_probs.exp(), threshold=threshold, max_width=options.max_width
             )
             for token_id, prob in zip(ids, member_probs, strict=True):
                 score = path.log_prob + math.log(max(prob, 1e-45))
@@ -374,29 +587,43 @@ def _generate_tree(
             tokens=[TokenChoice(_decode_token(model, i), i, p) for i, p in seen.items()],
         )
         steps.append(step)
-        if on_step is not None:
-            on_step(step)
+        if options.on_step is not None:
+            options.on_step(step)
 
         # 3. Finished branches leave; the rest are forwarded together.
         growing = []
         for score, path, token_id, _ in chosen:
-            child = _Path(path.node_id, [*path.token_ids, token_id], score)
+            child = _Path(path.node_id, [*path.token_ids, token_id], score, nodes=path.nodes)
             if token_id in eos:
                 child.finished = True
                 finished.append(child)
             else:
                 growing.append(child)
-        if not growing or depth == max_new_tokens:
+        if not growing or depth == options.max_new_tokens:
             live = growing
             break
-        output = state.expand([c.node_id for c in growing], [c.token_ids[-1] for c in growing])
+        scoring = options.prune is not None and depth > 1
+        output = state.expand(
+            [c.node_id for c in growing],
+            [c.token_ids[-1] for c in growing],
+            capture_layers=options.prune_layers if scoring else (),
+        )
         next_log_probs = {}
         for child, node_id, logits in zip(growing, output.node_ids, output.logits, strict=True):
             child.node_id = node_id
+            child.nodes = (*child.nodes, node_id)
             next_log_probs[node_id] = torch.log_softmax(logits, dim=-1)
         live = growing
 
-        # 4. Drop dead branches from the cache: keep the paths of live nodes only.
+        # 4. Retroactive pruning of the previous step's branches, scored by their children.
+        if scoring:
+            removed = _prune_siblings(state, options, output, growing, steps, depth)
+            if removed:
+                pruned_count += len(removed)
+                live = [p for p in live if not removed.intersection(p.nodes)]
+                finished = [p for p in finished if not removed.intersection(p.nodes)]
+
+        # 5. Drop dead branches from the cache: keep the paths of live nodes only.
         keep: set[int] = set()
         for path in live:
             keep.update(state.path(path.node_id))
@@ -405,26 +632,72 @@ def _generate_tree(
 
     everything = finished + live
     best = max(everything, key=lambda p: p.log_prob / max(1, len(p.token_ids)))
-    text = bracket_text([s.tokens for s in steps])
-    stats = GenerationStats(
-        forward_passes=state.forward_passes,
-        tokens_forwarded=state.tokens_forwarded,
-        prompt_tokens=len(prompt_ids),
-        generated_steps=len(steps),
-        seconds=time.perf_counter() - start,
-        cache_length=state.cache_length,
-        peak_cache_length=state.peak_cache_length,
-        live_tokens=state.num_nodes,
-    )
     return GenerationResult(
-        text=text,
+        text=bracket_text([s.tokens for s in steps]),
         best_text=model.tokenizer.decode(best.token_ids, skip_special_tokens=True),
         best_token_ids=best.token_ids,
         steps=steps,
-        stats=stats,
+        stats=_stats(state, prompt_ids, steps, options.start, pruned_count),
         mode="tree",
         prompt_token_ids=prompt_ids,
     )
+
+
+def _prune_siblings(
+    state: TreeState,
+    options: _Options,
+    output,
+    growing: list[_Path],
+    steps: list[Step],
+    depth: int,
+) -> set[int]:
+    """Score the nodes of depth `depth - 1` by their children's attention; return those removed.
+
+    Siblings are the depth `depth - 1` nodes with one parent that have children in `output`.
+    A node's score is the mean attention its own children's rows pay to its slot.
+    """
+    prune = options.prune
+    attention = aggregate_attention(
+        _stack_attention(output.attentions, options.prune_layers),
+        layer_weights=layer_weights(len(options.prune_layers), scheme=prune.layer_scheme),
+        head_reduce=prune.head_reduce,
+    )  # [q, k]
+    rows: dict[int, list[int]] = {}
+    for row, child in enumerate(growing):
+        rows.setdefault(state.parent(child.node_id), []).append(row)
+    groups: dict[int, list[int]] = {}
+    for node_id in rows:
+        groups.setdefault(state.parent(node_id), []).append(node_id)
+
+    removed: set[int] = set()
+    node_marks: list[tuple[int, bool, float]] = []  # (token id, pruned, keep weight)
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        scores = torch.stack(
+            [member_scores(attention, [state.slot(n)], rows[n])[0] for n in members]
+        )
+        weights = keep_weights(relative_scores(scores), steepness=prune.steepness, cut=prune.cut)
+        keep = prune_decision(weights, floor=prune.floor)
+        for node_id, kept, weight in zip(members, keep.tolist(), weights.tolist(), strict=True):
+            node_marks.append((state.token(node_id), not kept, weight))
+            if not kept:
+                removed.add(node_id)
+    if not node_marks:
+        return removed
+
+    # A token of the step is marked pruned when every scored branch that chose it was pruned
+    # and no unscored branch chose it; its keep weight is the highest among its branches.
+    scored_ids = {token_id for token_id, _, _ in node_marks}
+    survivors = {
+        state.token(n) for n in state.node_ids() if state.depth(n) == depth - 1 and n not in removed
+    }
+    marks: dict[int, tuple[bool, float]] = {}
+    for token_id in scored_ids:
+        weight = max(w for t, _, w in node_marks if t == token_id)
+        marks[token_id] = (token_id not in survivors, weight)
+    steps[depth - 2] = _mark_pruned(steps[depth - 2], marks)
+    return removed
 
 
 def bracket_text(sets: list[list[TokenChoice]], *, show_pruned: bool = False) -> str:
@@ -437,9 +710,7 @@ def bracket_text(sets: list[list[TokenChoice]], *, show_pruned: bool = False) ->
     pieces = []
     for members in sets:
         texts = [
-            f"~{m.token}~" if m.pruned else m.token
-            for m in members
-            if show_pruned or not m.pruned
+            f"~{m.token}~" if m.pruned else m.token for m in members if show_pruned or not m.pruned
         ]
         if not texts:
             continue

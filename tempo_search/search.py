@@ -498,7 +498,9 @@ class _MCTS:
 
         # 2. Room in the cache for the children and the rollouts, evicting cold leaves.
         num_new = sum(len(leaf.new_tokens) for leaf in expanding)
-        rollout_room = num_new * (self.config.rollout.depth - 1) if self.config.rollout.enabled else 0
+        rollout_room = (
+            num_new * (self.config.rollout.depth - 1) if self.config.rollout.enabled else 0
+        )
         if not self._make_room(num_new + rollout_room, expanding):
             if not self._make_room(num_new, expanding):
                 return False
@@ -556,11 +558,12 @@ class _MCTS:
         generated = child.token_ids()
         depth_below_root = child.depth - self.current_root.depth
         max_depth = self.config.max_depth or self.config.max_new_tokens
-        if child.token_id in self.eos:
-            child.is_terminal = True
-        elif len(generated) >= self.config.max_new_tokens or depth_below_root >= max_depth:
-            child.is_terminal = True
-        elif self.task is not None and self.task.is_finished(self._decode(generated)):
+        if (
+            child.token_id in self.eos
+            or len(generated) >= self.config.max_new_tokens
+            or depth_below_root >= max_depth
+            or (self.task is not None and self.task.is_finished(self._decode(generated)))
+        ):
             child.is_terminal = True
         if child.is_terminal:
             self.candidates[child.node_id] = ([], [], [])
@@ -613,6 +616,7 @@ class _MCTS:
 
         allowed = None
         if self.task is not None:
+
             def allowed(index: int, rollout_ids: list[int]):
                 child = children[owners[index]][1]
                 generated = child.token_ids() + rollout_ids
@@ -738,7 +742,9 @@ class _MCTS:
     def _completions(self) -> list[Completion]:
         seen: dict[str, Completion] = {}
         candidates = [
-            n for n in _subtree(self.root) if n.node_id != ROOT and (n.is_terminal or not n.children)
+            n
+            for n in _subtree(self.root)
+            if n.node_id != ROOT and (n.is_terminal or not n.children)
         ]
         for node in candidates:
             ids = [t for t in node.token_ids() if t not in self.eos]

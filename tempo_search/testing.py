@@ -14,10 +14,35 @@ from tempo_search.models import LoadedModel
 
 # A few whole words so that tiny models produce multi-character tokens, with and without the
 # leading space that byte-level BPE keeps in front of a word.
-_WORDS = (
-    "the cat dog sat ran on a mat and then it was big small red blue tree house "
-    "four nine ten plus minus times left answer step"
-).split()
+_WORDS = [
+    "the",
+    "cat",
+    "dog",
+    "sat",
+    "ran",
+    "on",
+    "a",
+    "mat",
+    "and",
+    "then",
+    "it",
+    "was",
+    "big",
+    "small",
+    "red",
+    "blue",
+    "tree",
+    "house",
+    "four",
+    "nine",
+    "ten",
+    "plus",
+    "minus",
+    "times",
+    "left",
+    "answer",
+    "step",
+]
 
 _CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}\n"

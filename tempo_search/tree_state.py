@@ -213,7 +213,11 @@ class TreeState:
         new_ids = list(range(first_id, first_id + num_new))
         for offset, (parent, token) in enumerate(zip(parents, token_ids, strict=True)):
             parent = int(parent)
-            if parent != ROOT and parent not in self._slot and not first_id <= parent < first_id + offset:
+            if (
+                parent != ROOT
+                and parent not in self._slot
+                and not first_id <= parent < first_id + offset
+            ):
                 self._forget(new_ids[:offset])
                 raise ValueError(
                     f"parent {parent} of new node {offset} is neither ROOT, a live node nor an "
@@ -256,9 +260,7 @@ class TreeState:
                 use_cache=True,
             )
         new_ids = list(range(self.next_node_id - input_ids.shape[1], self.next_node_id))
-        return ForwardOutput(
-            node_ids=new_ids, logits=output.logits[0].float(), attentions=captured
-        )
+        return ForwardOutput(node_ids=new_ids, logits=output.logits[0].float(), attentions=captured)
 
     def _attention_mask(self, new_ids: list[int]) -> torch.Tensor:
         """Build the `[1, 1, num_new, kv_len]` additive mask for new nodes at the cache tail."""
@@ -274,9 +276,7 @@ class TreeState:
                 visible[row, slots] = True
         else:
             # Superposition: every live node of a smaller depth, and the node itself.
-            slot_depths = torch.tensor(
-                [self._depth[n] for n in self._slot_nodes], dtype=torch.long
-            )
+            slot_depths = torch.tensor([self._depth[n] for n in self._slot_nodes], dtype=torch.long)
             for row, node_id in enumerate(new_ids):
                 depth = self._depth[node_id]
                 own_slot = self._slot[node_id]
@@ -361,11 +361,14 @@ class TreeState:
         self._slot_nodes = [n for n in self._slot_nodes if n not in dropped]
 
     def _rollback(self, new_ids: list[int]) -> None:
-        # A failed forward may or may not have appended to the cache; crop back to the old length.
+        # A forward that failed part-way may have appended to some layers and not to others,
+        # so each layer is cut back to the old length on its own.
         old_length = self.cache_length - len(new_ids)
-        extra = self.cache.get_seq_length() - old_length
-        if extra > 0:
-            self.cache.crop(-extra)
+        for layer in self.cache.layers:
+            keys = getattr(layer, "keys", None)
+            if keys is not None and keys.dim() == 4 and keys.shape[-2] > old_length:
+                layer.keys = layer.keys[..., :old_length, :]
+                layer.values = layer.values[..., :old_length, :]
         self._forget(new_ids)
         self.next_node_id -= len(new_ids)
 

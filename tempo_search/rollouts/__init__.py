@@ -120,9 +120,7 @@ def run_rollouts(
                 logits[index] = row
     finally:
         state.rewind(appended)
-    return [
-        RolloutResult(tokens[i], sums[i], finished[i]) for i in range(len(starts))
-    ]
+    return [RolloutResult(tokens[i], sums[i], finished[i]) for i in range(len(starts))]
 
 
 def _mask(allowed_mask, index: int, tokens: list[list[int]]) -> torch.Tensor | None:
