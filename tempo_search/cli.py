@@ -131,7 +131,7 @@ def _add_generate(subparsers) -> None:
         "--threshold-schedule",
         default=None,
         metavar="SPEC",
-        help="selection threshold over generation progress (step / max-new-tokens, 0 to 1) in "
+        help="selection threshold over generation progress ((step - 1) / max-new-tokens) in "
         "place of --threshold: 'bezier:P0,P1,P2,P3' (Bezier control points) or "
         "'flat:START,END,FLAT_FRACTION' (START until FLAT_FRACTION of the steps, then linear to "
         "END); thresholds are probabilities in [0, 1]",
@@ -294,9 +294,35 @@ def _add_search(subparsers) -> None:
         help="Monte Carlo tree search over tokens",
         description="Search for a continuation with MCTS: PUCT selection with the LM prior, "
         "one parallel-token forward per expansion, Bezier progressive widening, optional "
-        "rollouts that are rewound from the shared KV cache.",
+        "rollouts that are rewound from the shared KV cache. Constraint flags turn the search "
+        "into constrained generation: banned words and the regular expression are enforced at "
+        "every node, keywords and lengths are rewarded.",
     )
     parser.add_argument("prompt", help="the prompt text (a user message with --chat)")
+    _add_search_arguments(parser, max_new_tokens=32)
+    constraints = parser.add_argument_group("constraints")
+    constraints.add_argument(
+        "--keywords",
+        default=None,
+        help="comma-separated words that must each appear as a whole word (case-insensitive)",
+    )
+    constraints.add_argument(
+        "--inflections",
+        action="store_true",
+        help="let inflected forms count for --keywords (dog: dogs; run: running)",
+    )
+    constraints.add_argument(
+        "--banned", default=None, help="comma-separated words that must never appear as words"
+    )
+    constraints.add_argument(
+        "--regex", default=None, help="regular expression the whole generated text must match"
+    )
+    constraints.add_argument("--min-words", type=int, default=None, help="fewest words")
+    constraints.add_argument("--max-words", type=int, default=None, help="most words")
+    parser.set_defaults(handler=_run_search)
+
+
+def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
     _add_model_arguments(parser)
     parser.add_argument(
         "--simulations",
@@ -339,7 +365,10 @@ def _add_search(subparsers) -> None:
         "--rollout-depth", type=int, default=8, help="tokens per rollout (default: 8)"
     )
     parser.add_argument(
-        "--max-new-tokens", type=int, default=32, help="most generated tokens (default: 32)"
+        "--max-new-tokens",
+        type=int,
+        default=max_new_tokens,
+        help=f"most generated tokens (default: {max_new_tokens})",
     )
     parser.add_argument(
         "--max-depth",
@@ -374,11 +403,44 @@ def _add_search(subparsers) -> None:
         default=None,
         help="write the search tree to FILE (.json, or .dot/.gv for Graphviz)",
     )
+    parser.add_argument(
+        "--prior",
+        choices=("lm", "uniform"),
+        default="lm",
+        help="lm: the model's probabilities; uniform: equal priors over allowed tokens "
+        "(default: lm)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
-    parser.set_defaults(handler=_run_search)
 
 
-def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None):
+def _split_words(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    words = [w.strip() for w in text.split(",") if w.strip()]
+    if not words:
+        raise ValueError(f"word list {text!r} is empty; pass comma-separated words like dog,park")
+    return words
+
+
+def _constraints_from_args(args: argparse.Namespace):
+    from tempo_search.tasks import constraints_task
+
+    if all(
+        getattr(args, name) is None
+        for name in ("keywords", "banned", "regex", "min_words", "max_words")
+    ):
+        return None
+    return constraints_task(
+        keywords=_split_words(args.keywords),
+        banned=_split_words(args.banned),
+        regex=args.regex,
+        min_words=args.min_words,
+        max_words=args.max_words,
+        inflections=args.inflections,
+    )
+
+
+def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model=None):
     """Run `search` with the shared search flags; returns the result (or raises)."""
     from tempo_search.search import search
 
@@ -386,7 +448,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None):
         raise ValueError(
             f"--tree {args.tree!r} has an unknown suffix; pass a .json, .dot or .gv file name."
         )
-    model = _load(args)
+    model = model if model is not None else _load(args)
     total = args.simulations
     with _progress(total, "simulations", _show_progress(args)) as bar:
 
@@ -413,6 +475,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None):
             time_limit=args.time_limit,
             max_nodes=args.max_nodes,
             temperature=args.temperature,
+            prior=args.prior,
             chat=args.chat,
             seed=args.seed,
             on_simulation=advance,
@@ -425,9 +488,14 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None):
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    model, result = _search_from_args(args)
+    task = _constraints_from_args(args)
+    model, result = _search_from_args(args, task=task)
     _print_search(args, model, result, prompt_text=args.prompt)
-    return EXIT_FAILED if result.interrupted else EXIT_OK
+    if result.interrupted:
+        return EXIT_INTERRUPTED
+    if task is not None and not result.solved:
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def _print_search(args, model, result, *, prompt_text: str, extra: dict | None = None) -> None:
@@ -452,6 +520,102 @@ def _print_search(args, model, result, *, prompt_text: str, extra: dict | None =
     )
     for key, value in (extra or {}).items():
         sys.stdout.write(f"{key}: {value}\n")
+    if result.task_report is not None:
+        sys.stdout.write(f"task: {json.dumps(result.task_report, ensure_ascii=False)}\n")
+
+
+# ----------------------------------------------------------------------------- solve
+
+
+def _add_solve(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "solve",
+        help="solve a puzzle (Game of 24, Countdown, Blocksworld) with the search",
+        description="Solve a puzzle: the task proposes only legal moves at every node, the LM "
+        "ranks them, and an exact verifier checks the answer. Exit code 1 when no solution "
+        "was found within the budget.",
+    )
+    puzzles = parser.add_subparsers(dest="puzzle", required=True, parser_class=_Parser)
+
+    game24 = puzzles.add_parser("game24", help="reach 24 with four numbers from 1 to 13")
+    game24.add_argument("numbers", help='four numbers from 1 to 13, such as "4 9 10 13"')
+    _add_search_arguments(game24, max_new_tokens=96)
+
+    countdown = puzzles.add_parser("countdown", help="reach a target from a set of numbers")
+    countdown.add_argument(
+        "--numbers", required=True, help='the numbers, such as "25 50 75 100 3 6"'
+    )
+    countdown.add_argument("--target", required=True, type=int, help="the number to reach")
+    _add_search_arguments(countdown, max_new_tokens=160)
+
+    blocks = puzzles.add_parser("blocksworld", help="find a plan that stacks blocks as asked")
+    blocks.add_argument("file", nargs="?", default=None, help="instance JSON file")
+    blocks.add_argument(
+        "--generate", type=int, default=None, metavar="N", help="solve N generated instances"
+    )
+    blocks.add_argument(
+        "--steps", type=int, default=4, help="plan length of generated instances (default: 4)"
+    )
+    _add_search_arguments(blocks, max_new_tokens=160)
+    parser.set_defaults(handler=_run_solve)
+
+
+def _puzzle_tasks(args: argparse.Namespace) -> list[tuple[str, object]]:
+    from tempo_search import tasks
+
+    if args.puzzle == "game24":
+        numbers = tasks.parse_numbers(args.numbers)
+        return [(" ".join(map(str, numbers)), tasks.Game24Task(numbers))]
+    if args.puzzle == "countdown":
+        numbers = tasks.parse_numbers(args.numbers)
+        label = f"{' '.join(map(str, numbers))} -> {args.target}"
+        return [(label, tasks.CountdownTask(numbers, args.target))]
+    if (args.file is None) == (args.generate is None):
+        raise ValueError("pass either an instance FILE or --generate N (with --steps K), not both")
+    if args.file is not None:
+        instance = tasks.load_instance(args.file)
+        return [(instance.name or str(args.file), tasks.BlocksworldTask(instance))]
+    instances = tasks.generate_instances(args.generate, args.steps, args.seed)
+    return [
+        (inst.name or f"instance {i}", tasks.BlocksworldTask(inst))
+        for i, inst in enumerate(instances)
+    ]
+
+
+def _run_solve(args: argparse.Namespace) -> int:
+    puzzle_tasks = _puzzle_tasks(args)
+    model = _load(args)
+    all_solved = True
+    records = []
+    for label, task in puzzle_tasks:
+        _, result = _search_from_args(args, task=task, prompt=task.prompt, model=model)
+        report = result.task_report or {}
+        solved = bool(result.solved)
+        all_solved = all_solved and solved
+        record = {
+            "puzzle": label,
+            "solved": solved,
+            "answer": report.get("answer"),
+            "verified": bool(report.get("verified", False)),
+            **result.to_dict(),
+        }
+        records.append(record)
+        if not args.json:
+            verdict = "solved" if solved else "no solution found"
+            sys.stdout.write(f"{label}: {verdict}\n{result.text.strip()}\n")
+            stats = result.stats
+            sys.stdout.write(
+                f"verified={record['verified']} answer={record['answer']!r}; "
+                f"{stats.simulations} simulations, {stats.forward_passes} forward passes, "
+                f"{stats.seconds:.1f} s\n\n"
+            )
+        if result.interrupted:
+            break
+    if args.json:
+        _print_json(records[0] if len(records) == 1 else {"puzzles": records})
+    if any(r["interrupted"] for r in records):
+        return EXIT_INTERRUPTED
+    return EXIT_OK if all_solved else EXIT_FAILED
 
 
 # ----------------------------------------------------------------------------- main
@@ -470,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(subparsers)
     _add_check_model(subparsers)
     _add_search(subparsers)
+    _add_solve(subparsers)
     for register in _EXTRA_COMMANDS:
         register(subparsers)
     return parser

@@ -119,11 +119,11 @@ def select_parallel_set(
     first (the order of `torch.argmax`), so threshold 1.0 selects exactly the greedy token.
     `probs` is `[vocab_size]`.
     """
-    count = int((probs >= threshold).sum())
-    count = max(1, min(count, max_width))
     if exclude:
         probs = probs.clone()
         probs[list(exclude)] = -1.0
+    count = int((probs >= threshold).sum())
+    count = max(1, min(count, max_width))
     # A stable sort on the negated values keeps equal probabilities in token-id order.
     order = torch.sort(-probs, stable=True).indices[:count]
     ids = [int(i) for i in order]
@@ -201,7 +201,8 @@ def parse_threshold_schedule(text: str) -> Schedule:
     """Parse `"bezier:p0,p1,p2,p3"` or `"flat:start,end,flat_fraction"` into a schedule.
 
     The values are probability thresholds in `[0, 1]` over generation progress
-    (`step / max_new_tokens`), as on the `--threshold-schedule` command-line flag.
+    (`(step - 1) / max_new_tokens` for steps counted from 1), as on the
+    `--threshold-schedule` command-line flag.
     """
     if not isinstance(text, str):
         raise TypeError(f"threshold schedule must be a str, got {type(text).__name__}")
@@ -470,8 +471,12 @@ def _generate_superposition(
             }
             index = previous.step_index
             steps[index] = _mark_pruned(steps[index], marks)
-            state.rewind(len(ids))
+            if depth == last:
+                # The last set was forwarded only to score the previous one.
+                state.rewind(len(ids))
             if not bool(keep.all()):
+                if depth < last:
+                    state.rewind(len(ids))
                 removed = {n for n, kept in zip(previous.node_ids, keep, strict=True) if not kept}
                 pruned_count += len(removed)
                 state.compact([n for n in state.node_ids() if n not in removed])
@@ -491,9 +496,10 @@ def _generate_superposition(
                 )
                 steps[-1] = _make_step(model, prompt_ids, depth, ids, member_probs)
                 best_ids[-1] = ids[0]
+                if depth < last:
+                    output = state.expand([parent] * len(ids), ids)
             if depth == last:
                 break
-            output = state.expand([parent] * len(ids), ids)
 
         # 4. The mixture of this set's members is the next distribution.
         parent = output.node_ids[0]
@@ -579,16 +585,20 @@ def _generate_tree(
         chosen = candidates[:max_paths]
 
         # 2. The step's parallel set: distinct tokens over the chosen branches, best first.
+        #    End-of-sequence ends a branch and is not text, as in superposition mode, so a
+        #    step whose branches all end adds no set.
         seen: dict[int, float] = {}
         for _, _, token_id, prob in chosen:
-            seen[token_id] = max(prob, seen.get(token_id, 0.0))
-        step = Step(
-            position=len(prompt_ids) + depth - 1,
-            tokens=[TokenChoice(_decode_token(model, i), i, p) for i, p in seen.items()],
-        )
-        steps.append(step)
-        if options.on_step is not None:
-            options.on_step(step)
+            if token_id not in eos:
+                seen[token_id] = max(prob, seen.get(token_id, 0.0))
+        if seen:
+            step = Step(
+                position=len(prompt_ids) + depth - 1,
+                tokens=[TokenChoice(_decode_token(model, i), i, p) for i, p in seen.items()],
+            )
+            steps.append(step)
+            if options.on_step is not None:
+                options.on_step(step)
 
         # 3. Finished branches leave; the rest are forwarded together.
         growing = []
@@ -632,10 +642,11 @@ def _generate_tree(
 
     everything = finished + live
     best = max(everything, key=lambda p: p.log_prob / max(1, len(p.token_ids)))
+    best_ids = [t for t in best.token_ids if t not in eos]
     return GenerationResult(
         text=bracket_text([s.tokens for s in steps]),
-        best_text=model.tokenizer.decode(best.token_ids, skip_special_tokens=True),
-        best_token_ids=best.token_ids,
+        best_text=model.tokenizer.decode(best_ids, skip_special_tokens=True),
+        best_token_ids=best_ids,
         steps=steps,
         stats=_stats(state, prompt_ids, steps, options.start, pruned_count),
         mode="tree",
@@ -709,17 +720,20 @@ def bracket_text(sets: list[list[TokenChoice]], *, show_pruned: bool = False) ->
     """
     pieces = []
     for members in sets:
-        texts = [
-            f"~{m.token}~" if m.pruned else m.token for m in members if show_pruned or not m.pruned
-        ]
-        if not texts:
+        shown = [m for m in members if show_pruned or not m.pruned]
+        if not shown:
             continue
-        if len(texts) == 1:
-            pieces.append(texts[0])
+        if len(shown) == 1:
+            member = shown[0]
+            pieces.append(f"~{member.token}~" if member.pruned else member.token)
             continue
-        prefix = _common_whitespace_prefix(texts)
-        inner = "|".join(t[len(prefix) :] for t in texts)
-        pieces.append(f"{prefix}[{inner}]")
+        prefix = _common_whitespace_prefix([m.token for m in shown])
+        inner = []
+        for member in shown:
+            # A line break inside a bracket would split the set over two lines, so it is escaped.
+            text = member.token[len(prefix) :].replace("\n", "\\n")
+            inner.append(f"~{text}~" if member.pruned else text)
+        pieces.append(f"{prefix}[{'|'.join(inner)}]")
     return "".join(pieces)
 
 

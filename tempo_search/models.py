@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 logger = logging.getLogger(__name__)
 
@@ -297,9 +299,9 @@ def _from_folder(
         tokenizer = AutoTokenizer.from_pretrained(
             folder, trust_remote_code=trust_remote_code, local_files_only=True
         )
-    except (OSError, ValueError, KeyError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, struct.error) as error:
         raise ValueError(
-            f"could not load the model in {str(folder)!r}: {error}. Check that the folder holds "
+            f"could not load the model in {str(folder)!r}: {str(error).rstrip('.')}. Check that the folder holds "
             "a complete transformers checkpoint (config.json, weights, tokenizer files)."
         ) from error
     return LoadedModel(model=model, tokenizer=tokenizer, name=str(folder))
@@ -317,7 +319,7 @@ def _from_gguf(
         )
     except (OSError, ValueError, KeyError, RuntimeError) as error:
         raise ValueError(
-            f"could not load the GGUF file {str(folder / filename)!r}: {error}. Check that the "
+            f"could not load the GGUF file {str(folder / filename)!r}: {str(error).rstrip('.')}. Check that the "
             "file is complete and that its architecture is supported by transformers' GGUF loader."
         ) from error
     return LoadedModel(model=model, tokenizer=tokenizer, name=str(folder / filename))

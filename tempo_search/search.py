@@ -29,6 +29,7 @@ from tempo_search.tree_state import ROOT, TreeState
 logger = logging.getLogger(__name__)
 
 COMMIT_MODES = ("once", "step")
+PRIORS = ("lm", "uniform")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,8 @@ class SearchConfig:
     top_p: float = 1.0
     virtual_loss: float = 1.0
     num_completions: int = 5
+    prior: str = "lm"
+    stop_when_solved: bool = True
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -92,6 +95,11 @@ class SearchConfig:
         if not self.virtual_loss >= 0:
             raise ValueError(f"virtual_loss={self.virtual_loss!r} must be >= 0, such as 1.0.")
         _check_int("num_completions", self.num_completions, 1, "such as 5")
+        if self.prior not in PRIORS:
+            raise ValueError(
+                f"prior={self.prior!r} is not supported; pass 'lm' (the model's probabilities) "
+                "or 'uniform' (equal priors over the allowed tokens, to measure what the LM adds)."
+            )
 
 
 def _check_int(name: str, value: Any, minimum: int, example: str) -> None:
@@ -129,8 +137,8 @@ class SearchStats:
         prompt_tokens: tokens of the prompt.
         evicted_nodes: nodes dropped to stay under `max_nodes`.
         committed_tokens: tokens committed with `commit="step"`.
-        stopped_by: "simulations", "time_limit", "max_nodes", "exhausted", "finished" or
-            "interrupted".
+        stopped_by: "simulations", "time_limit", "max_nodes", "exhausted", "finished",
+            "solved" (a task was satisfied) or "interrupted".
     """
 
     simulations: int
@@ -162,6 +170,7 @@ class SearchResult:
         task_report: the task's report on `text` (which constraints hold, or whether a
             puzzle is solved), or None without a task.
         interrupted: the search was stopped by Ctrl-C and holds the best result so far.
+        solved: a task was given and `text` satisfies it.
     """
 
     text: str
@@ -172,6 +181,7 @@ class SearchResult:
     stats: SearchStats
     task_report: dict | None = None
     interrupted: bool = False
+    solved: bool = False
 
     def to_dict(self) -> dict:
         """JSON-ready dict with `text`, `completions`, `visit_distribution` and `stats`."""
@@ -182,6 +192,7 @@ class SearchResult:
             "visit_distribution": [asdict(v) for v in self.visit_distribution],
             "stats": asdict(self.stats),
             "task": self.task_report,
+            "solved": self.solved,
             "interrupted": self.interrupted,
         }
 
@@ -209,6 +220,8 @@ def search(
     top_p: float = 1.0,
     logits_processors: Sequence[Callable] | None = None,
     num_completions: int = 5,
+    prior: str = "lm",
+    stop_when_solved: bool = True,
     chat: bool = False,
     seed: int = 0,
     on_simulation: Callable[[int], None] | None = None,
@@ -245,6 +258,10 @@ def search(
         top_p: nucleus filter of the prior.
         logits_processors: transformers `LogitsProcessor` objects applied to the prior.
         num_completions: distinct completions returned.
+        prior: "lm" (the model's next-token probabilities) or "uniform" (equal priors over
+            the allowed tokens, in a seeded random order; a baseline that shows what the LM
+            prior adds).
+        stop_when_solved: with a task, stop as soon as a finished path satisfies it.
         chat: encode a plain-text prompt as a user message through the chat template.
         seed: seed of sampling rollouts and Gumbel noise; the same seed on the same machine
             gives the same tree.
@@ -253,16 +270,20 @@ def search(
     Ctrl-C stops the search and returns the best result so far with `interrupted=True`.
     """
     model = load_model(model)
-    if isinstance(widening, str):
-        widening = BezierSchedule.from_string(widening)
-    elif not hasattr(widening, "at_visits"):
-        points = list(widening)
-        if len(points) != 4:
-            raise ValueError(
-                f"widening={widening!r} needs four Bezier control points, such as "
-                "(1.0, 0.25, 0.05, 0.01)."
-            )
-        widening = BezierSchedule(*points)
+    if not hasattr(widening, "at_visits"):
+        try:
+            if isinstance(widening, str):
+                widening = BezierSchedule.from_string(widening)
+            else:
+                points = list(widening)
+                if len(points) != 4:
+                    raise ValueError(f"it has {len(points)} control points instead of four")
+                widening = BezierSchedule(*points)
+        except (TypeError, ValueError) as error:
+            raise type(error)(
+                f"widening={widening!r} is invalid ({error}); pass four control points in "
+                '[0, 1], such as (1.0, 0.25, 0.05, 0.01) or "1.0,0.25,0.05,0.01".'
+            ) from None
     if isinstance(rollout, str):
         rollout = RolloutConfig(kind=rollout, depth=rollout_depth)
     config = SearchConfig(
@@ -282,6 +303,8 @@ def search(
         temperature=temperature,
         top_p=top_p,
         num_completions=num_completions,
+        prior=prior,
+        stop_when_solved=stop_when_solved,
         seed=seed,
     )
     if prompt is None:
@@ -342,6 +365,9 @@ class _MCTS:
         self.committed = 0
         self.stopped_by = "simulations"
         self.interrupted = False
+        # Token ids of the first generated text that satisfies the task: a terminal node's
+        # path, or a path completed by a rollout.
+        self.solution: list[int] | None = None
 
         # Per node id: the candidate tokens (sorted by prior), their priors and the model's
         # log-probabilities, and how many of them are admitted as children so far.
@@ -377,7 +403,7 @@ class _MCTS:
     def _run_step_commits(self, on_simulation) -> None:
         while True:
             self._simulate(self.config.num_simulations, on_simulation)
-            if self.stopped_by in ("time_limit", "interrupted"):
+            if self.stopped_by in ("time_limit", "interrupted", "solved", "max_nodes"):
                 return
             child = self._most_visited_child(self.current_root)
             if child is None:
@@ -410,6 +436,9 @@ class _MCTS:
             if not self._expand_and_evaluate(leaves):
                 self.stopped_by = "max_nodes"
                 return
+            if self.solution is not None and self.config.stop_when_solved:
+                self.stopped_by = "solved"
+                return
             if on_simulation is not None:
                 on_simulation(self.simulations)
         self.stopped_by = "simulations"
@@ -440,8 +469,10 @@ class _MCTS:
     def _select_one(self, claimed: set[int]) -> _Leaf | None:
         node = self.current_root
         path = [node]
+        max_depth = self.config.max_depth or self.config.max_new_tokens
         while True:
-            if node.is_terminal:
+            # The depth limit counts from the current root, so it moves with each commit.
+            if node.is_terminal or node.depth - self.current_root.depth >= max_depth:
                 return _Leaf(node, path, [], [])
             tokens, priors, _ = self.candidates[node.node_id]
             admitted = self._admitted(node, priors)
@@ -502,9 +533,13 @@ class _MCTS:
             num_new * (self.config.rollout.depth - 1) if self.config.rollout.enabled else 0
         )
         if not self._make_room(num_new + rollout_room, expanding):
-            if not self._make_room(num_new, expanding):
-                return False
             rollout_room = 0
+            # Without room for the whole batch, expand as many leaves as fit.
+            while expanding and not self._make_room(num_new, expanding):
+                expanding.pop()
+                num_new = sum(len(leaf.new_tokens) for leaf in expanding)
+            if not expanding:
+                return False
 
         # 3. One parallel-token step for every admitted child of every selected leaf.
         parents = [leaf.node.node_id for leaf in expanding for _ in leaf.new_tokens]
@@ -556,19 +591,19 @@ class _MCTS:
     def _classify(self, child: SearchNode, logits: torch.Tensor) -> None:
         """Set the candidates of a new node and decide whether it is terminal."""
         generated = child.token_ids()
-        depth_below_root = child.depth - self.current_root.depth
-        max_depth = self.config.max_depth or self.config.max_new_tokens
         if (
             child.token_id in self.eos
             or len(generated) >= self.config.max_new_tokens
-            or depth_below_root >= max_depth
             or (self.task is not None and self.task.is_finished(self._decode(generated)))
         ):
             child.is_terminal = True
         if child.is_terminal:
             self.candidates[child.node_id] = ([], [], [])
             if self.task is not None:
-                child.reward = float(self.task.reward(self._decode(generated)))
+                text = self._decode(generated)
+                child.reward = float(self.task.reward(text))
+                if self.solution is None and self.task.is_satisfied(text):
+                    self.solution = generated
             return
         self._set_candidates(child, logits)
         if not self.candidates[child.node_id][0]:
@@ -594,13 +629,25 @@ class _MCTS:
             logits_processors=self.processors or None,
             input_ids=input_ids,
         )[0]
-        ids, priors = top_candidates(probs, self.config.max_width)
+        if self.config.prior == "uniform":
+            ids, priors = self._uniform_candidates(probs)
+        else:
+            ids, priors = top_candidates(probs, self.config.max_width)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         self.candidates[node.node_id] = (
             ids.tolist(),
             priors.tolist(),
             log_probs[ids].tolist(),
         )
+
+    def _uniform_candidates(self, probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Up to max_width allowed tokens in a seeded random order, each with prior 1/k."""
+        allowed = torch.nonzero(probs > 0).flatten()
+        if allowed.numel() == 0:
+            return allowed, probs.new_zeros(0)
+        order = torch.randperm(allowed.numel(), generator=self.generator)
+        ids = allowed[order[: self.config.max_width]]
+        return ids, torch.full((ids.numel(),), 1.0 / allowed.numel())
 
     def _rollouts(self, children, room: int):
         config = self.config.rollout
@@ -652,6 +699,8 @@ class _MCTS:
             text = self._decode(generated)
             if self.task.is_finished(text) or (rollout is not None and rollout.finished):
                 reward = float(self.task.reward(text))
+                if self.solution is None and self.task.is_satisfied(text):
+                    self.solution = [t for t in generated if t not in self.eos]
             else:
                 progress = self.task.progress(text)
                 reward = None if progress is None else float(progress)
@@ -687,9 +736,22 @@ class _MCTS:
         ]
         evictable.sort(key=lambda n: (n.visit_count, n.q_value, -n.node_id))
         excess = self.engine.num_nodes + needed - limit
-        if len(evictable) < excess:
+        # Keep one child under every node: a node whose children were all evicted is a dead
+        # end where selection stops, and the search would end as "exhausted".
+        live_children: dict[int, int] = {}
+        chosen = []
+        for node in evictable:
+            if len(chosen) == excess:
+                break
+            parent_id = node.parent.node_id
+            left = live_children.get(parent_id, len(node.parent.children))
+            if left <= 1:
+                continue
+            live_children[parent_id] = left - 1
+            chosen.append(node)
+        if len(chosen) < excess:
             return False
-        for node in evictable[:excess]:
+        for node in chosen:
             node.pruned = True
             node.parent = None
             self._forget(node.node_id)
@@ -758,8 +820,10 @@ class _MCTS:
         return ranked[: self.config.num_completions]
 
     def _result(self) -> SearchResult:
-        best = self._best_path_node()
-        ids = [t for t in best.token_ids() if t not in self.eos]
+        if self.solution is not None:
+            ids = [t for t in self.solution if t not in self.eos]
+        else:
+            ids = [t for t in self._best_path_node().token_ids() if t not in self.eos]
         text = self._decode(ids)
         seconds = time.perf_counter() - self.start
         engine = self.engine
@@ -797,10 +861,14 @@ class _MCTS:
             stats=stats,
             task_report=report,
             interrupted=self.interrupted,
+            solved=self.task is not None and self.task.is_satisfied(text),
         )
 
     def _decode(self, token_ids: list[int]) -> str:
-        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
+        # The same decoding as the tasks' token tables, so that masks and texts agree.
+        return self.tokenizer.decode(
+            token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
+        )
 
 
 def _subtree(root: SearchNode):

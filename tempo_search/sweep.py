@@ -21,7 +21,6 @@ import inspect
 import json
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -307,12 +306,13 @@ def _resolve_torch_threads(threads: int | dict[str, int] | None) -> int | None:
 
 
 def _limit_torch_threads(count: int) -> None:
-    torch = sys.modules.get("torch")
-    if torch is None:
-        # torch reads these when it is first imported, so a run that imports it gets `count`.
-        os.environ["OMP_NUM_THREADS"] = str(count)
-        os.environ["MKL_NUM_THREADS"] = str(count)
-    elif torch.get_num_threads() != count:
+    # The environment covers libraries that read it at import; torch is set directly, because
+    # a worker's first job may import it before or after this point.
+    os.environ["OMP_NUM_THREADS"] = str(count)
+    os.environ["MKL_NUM_THREADS"] = str(count)
+    import torch
+
+    if torch.get_num_threads() != count:
         torch.set_num_threads(count)
 
 

@@ -630,6 +630,12 @@ def _dot_label(node: SearchNode) -> str:
     return label
 
 
+def _dot_node_name(node_id: int) -> str:
+    # An unquoted DOT ID cannot contain "-", and the search tree's root has node_id -1.
+    name = f"n{node_id}"
+    return name if node_id >= 0 else f'"{name}"'
+
+
 def tree_to_dot(root: SearchNode, *, max_nodes: int = 500) -> str:
     """Return the tree under `root` as a Graphviz DOT digraph.
 
@@ -672,10 +678,11 @@ def tree_to_dot(root: SearchNode, *, max_nodes: int = 500) -> str:
             attributes.append("peripheries=2")
         if node.pruned:
             attributes.append("style=dashed")
-        lines.append(f"  n{node.node_id} [{', '.join(attributes)}];")
+        lines.append(f"  {_dot_node_name(node.node_id)} [{', '.join(attributes)}];")
     for node in drawn:
         if node is not root:
-            lines.append(f"  n{node.parent.node_id} -> n{node.node_id};")
+            parent, child = _dot_node_name(node.parent.node_id), _dot_node_name(node.node_id)
+            lines.append(f"  {parent} -> {child};")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

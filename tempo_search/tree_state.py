@@ -242,7 +242,8 @@ class TreeState:
         try:
             with torch.no_grad():
                 output = self._forward(input_ids, position_ids, mask, capture_layers)
-        except Exception:
+        except BaseException:
+            # KeyboardInterrupt too: Ctrl-C usually lands inside the forward.
             self._rollback(new_ids)
             raise
         self._count_forward(num_new)

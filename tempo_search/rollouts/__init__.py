@@ -38,7 +38,10 @@ class RolloutConfig:
                 f"rollout={self.kind!r} is not supported; pass one of {', '.join(ROLLOUT_KINDS)}."
             )
         if not isinstance(self.depth, int) or self.depth < 1:
-            raise ValueError(f"rollout depth={self.depth!r} must be an integer of at least 1.")
+            raise ValueError(
+                f"rollout_depth={self.depth!r} (RolloutConfig.depth) must be an integer of at "
+                "least 1, such as 8."
+            )
         if not self.temperature > 0:
             raise ValueError(f"rollout temperature={self.temperature!r} must be above 0.")
 

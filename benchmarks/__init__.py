@@ -1,0 +1,1 @@
+"""Benchmarks of tempo_search; run one with `python -m benchmarks.<name>`."""

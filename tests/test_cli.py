@@ -1,0 +1,365 @@
+"""The tempo-search command line, run in-process on a tiny model saved to disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tempo_search.cli import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_OK, main
+from tempo_search.testing import tiny_model
+from tempo_search.tree import iter_nodes, load_tree_json
+from tempo_search.tree_state import TreeState
+
+PROMPT = "the cat sat"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    """A tiny Llama with its tokenizer, saved as a model folder."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    loaded = tiny_model("llama")
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """Run `main(argv)` and return the exit code, stdout and stderr.
+
+    argparse reports its own errors by raising SystemExit, the rest by returning the code.
+    """
+    try:
+        code = main(argv)
+    except SystemExit as exit_error:
+        code = exit_error.code
+    except KeyboardInterrupt:
+        pytest.fail("KeyboardInterrupt escaped main()")
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+# ----------------------------------------------------------------- generate
+
+
+def test_generate_json_fields(model_dir, capsys):
+    code, out, err = run_cli(
+        ["generate", PROMPT, "--model", model_dir, "--max-new-tokens", "4", "--json"], capsys
+    )
+    assert code == EXIT_OK, err
+    data = json.loads(out)
+    assert isinstance(data["text"], str)
+    assert isinstance(data["best_text"], str)
+    assert len(data["steps"]) == 4
+    for step in data["steps"]:
+        assert isinstance(step["position"], int)
+        assert step["tokens"]
+        for token in step["tokens"]:
+            assert isinstance(token["token"], str)
+            assert isinstance(token["id"], int)
+            assert 0.0 < token["prob"] <= 1.0
+    for key in ("forward_passes", "tokens_forwarded", "seconds", "cache_length", "live_tokens"):
+        assert key in data["stats"], key
+    assert data["stats"]["forward_passes"] >= 1
+
+
+def test_generate_positions_follow_prompt(model_dir, capsys):
+    code, out, _ = run_cli(
+        ["generate", PROMPT, "--model", model_dir, "--max-new-tokens", "3", "--json"], capsys
+    )
+    assert code == EXIT_OK
+    data = json.loads(out)
+    prompt_length = data["stats"]["prompt_tokens"]
+    positions = [step["position"] for step in data["steps"]]
+    assert positions == [prompt_length, prompt_length + 1, prompt_length + 2]
+
+
+def test_generate_text_output(model_dir, capsys):
+    code, out, _ = run_cli(
+        ["generate", PROMPT, "--model", model_dir, "--max-new-tokens", "3"], capsys
+    )
+    assert code == EXIT_OK
+    assert out.startswith(PROMPT)
+    assert "best path: " + PROMPT in out
+    assert "forward passes" in out
+
+
+# ----------------------------------------------------------------- search
+
+
+SEARCH_STATS_KEYS = (
+    "simulations",
+    "nodes",
+    "forward_passes",
+    "tokens_forwarded",
+    "rollout_tokens",
+    "seconds",
+)
+
+
+def test_search_json_fields(model_dir, capsys):
+    code, out, err = run_cli(
+        ["search", PROMPT, "--model", model_dir, "--simulations", "12", "--json"], capsys
+    )
+    assert code == EXIT_OK, err
+    data = json.loads(out)
+    assert isinstance(data["text"], str)
+    assert data["completions"]
+    for completion in data["completions"]:
+        assert isinstance(completion["text"], str)
+        assert isinstance(completion["score"], float)
+        assert isinstance(completion["visits"], int)
+    for key in SEARCH_STATS_KEYS:
+        assert key in data["stats"], key
+    assert data["stats"]["simulations"] == 12
+    assert data["interrupted"] is False
+
+
+def test_search_json_with_rollouts(model_dir, capsys):
+    code, out, _ = run_cli(
+        [
+            "search",
+            PROMPT,
+            "--model",
+            model_dir,
+            "--simulations",
+            "8",
+            "--rollout",
+            "greedy",
+            "--rollout-depth",
+            "3",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == EXIT_OK
+    assert json.loads(out)["stats"]["rollout_tokens"] > 0
+
+
+def test_search_text_output(model_dir, capsys):
+    code, out, _ = run_cli(["search", PROMPT, "--model", model_dir, "--simulations", "8"], capsys)
+    assert code == EXIT_OK
+    assert out.startswith(PROMPT)
+    assert "1. score=" in out
+    assert "8 simulations" in out
+    assert "stopped by simulations" in out
+
+
+def test_search_tree_json_file(model_dir, capsys, tmp_path):
+    path = tmp_path / "out.json"
+    code, out, _ = run_cli(
+        [
+            "search",
+            PROMPT,
+            "--model",
+            model_dir,
+            "--simulations",
+            "10",
+            "--tree",
+            str(path),
+            "--json",
+        ],
+        capsys,
+    )
+    assert code == EXIT_OK
+    root = load_tree_json(path)
+    stats = json.loads(out)["stats"]
+    assert len(list(iter_nodes(root))) == stats["nodes"] + 1
+    assert root.visit_count > 0
+
+
+def test_search_tree_dot_file(model_dir, capsys, tmp_path):
+    path = tmp_path / "out.dot"
+    code, _, _ = run_cli(
+        ["search", PROMPT, "--model", model_dir, "--simulations", "10", "--tree", str(path)],
+        capsys,
+    )
+    assert code == EXIT_OK
+    text = Path(path).read_text(encoding="utf-8")
+    assert text.startswith("digraph")
+    assert "->" in text
+    assert text.rstrip().endswith("}")
+
+
+def test_search_tree_unknown_suffix(model_dir, capsys, tmp_path):
+    path = tmp_path / "out.txt"
+    code, out, err = run_cli(
+        ["search", PROMPT, "--model", model_dir, "--simulations", "4", "--tree", str(path)],
+        capsys,
+    )
+    assert code == EXIT_INVALID
+    assert out == ""
+    assert "out.txt" in err
+    assert not path.exists()
+
+
+# ----------------------------------------------------------------- check-model
+
+
+def test_check_model_passes(model_dir, capsys):
+    code, out, _ = run_cli(["check-model", "--model", model_dir], capsys)
+    assert code == EXIT_OK
+    assert "passed" in out
+
+
+def test_check_model_json(model_dir, capsys):
+    code, out, _ = run_cli(["check-model", "--model", model_dir, "--json"], capsys)
+    assert code == EXIT_OK
+    data = json.loads(out)
+    assert data["passed"] is True
+    assert data["max_abs_diff"] <= data["tolerance"]
+
+
+def test_check_model_fails_below_tolerance(model_dir, capsys):
+    # Shared-cache forwards and plain forwards differ by about 1e-5 on this model, never by 0.
+    code, out, _ = run_cli(
+        ["check-model", "--model", model_dir, "--tolerance", "1e-12", "--json"], capsys
+    )
+    assert code == 1
+    assert json.loads(out)["passed"] is False
+
+
+# ----------------------------------------------------------------- invalid input
+
+
+INVALID_CASES = [
+    (["generate", ""], ["prompt is empty", "''"]),
+    (["search", ""], ["prompt is empty", "''"]),
+    (["generate", PROMPT, "--threshold", "0"], ["threshold", "0.0"]),
+    (["generate", PROMPT, "--threshold", "1.5"], ["threshold", "1.5"]),
+    (["generate", PROMPT, "--threshold", "abc"], ["--threshold", "'abc'"]),
+    (["generate", PROMPT, "--max-new-tokens", "0"], ["max_new_tokens", "0"]),
+    (["generate", PROMPT, "--max-width", "0"], ["max_width", "0"]),
+    (["search", PROMPT, "--simulations", "0"], ["simulations", "0"]),
+    (["search", PROMPT, "--c-puct", "-1"], ["c_puct", "-1"]),
+    (["search", PROMPT, "--widening", "1,2"], ["'1,2'"]),
+    (["search", PROMPT, "--widening", "0.5,1.5,0,0"], ["1.5"]),
+    (["search", PROMPT, "--batch-size", "0"], ["batch_size", "0"]),
+    (["search", PROMPT, "--time-limit", "0"], ["time_limit", "0"]),
+    (["search", PROMPT, "--time-limit", "-1"], ["time_limit", "-1"]),
+    (["search", PROMPT, "--max-nodes", "2"], ["max_nodes", "2"]),
+    (["search", PROMPT, "--max-new-tokens", "300"], ["max_new_tokens", "300"]),
+    (["search", PROMPT, "--selection", "foo"], ["--selection", "'foo'"]),
+    (["search", PROMPT, "--commit", "twice"], ["--commit", "'twice'"]),
+    (["search", PROMPT, "--rollout", "foo"], ["--rollout", "'foo'"]),
+    (["search", PROMPT, "--simulations", "many"], ["--simulations", "'many'"]),
+]
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    INVALID_CASES,
+    ids=[" ".join(argv[2:]) or argv[0] for argv, _ in INVALID_CASES],
+)
+def test_invalid_input_exits_2_with_one_line(model_dir, capsys, argv, fragments):
+    code, out, err = run_cli([*argv, "--model", model_dir], capsys)
+    assert code == EXIT_INVALID
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("command", ["generate", "search", "check-model"])
+def test_missing_model_path_exits_2(capsys, command):
+    prompt = [] if command == "check-model" else [PROMPT]
+    code, out, err = run_cli([command, *prompt, "--model", "/does/not/exist"], capsys)
+    assert code == EXIT_INVALID
+    assert out == ""
+    assert "Traceback" not in err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "/does/not/exist" in lines[0]
+
+
+# ----------------------------------------------------------------- Ctrl-C
+
+
+@pytest.fixture
+def interrupt_third_expand(monkeypatch):
+    """Make the third `TreeState.expand` call of the search raise KeyboardInterrupt."""
+    original_expand = TreeState.expand
+    calls = []
+
+    def expand(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return original_expand(self, *args, **kwargs)
+
+    monkeypatch.setattr(TreeState, "expand", expand)
+    return calls
+
+
+def test_search_interrupted_prints_result(model_dir, capsys, interrupt_third_expand):
+    code, out, err = run_cli(
+        ["search", PROMPT, "--model", model_dir, "--simulations", "50", "--batch-size", "1"],
+        capsys,
+    )
+    assert len(interrupt_third_expand) == 3
+    assert code != EXIT_OK
+    assert code != EXIT_INVALID
+    assert "Traceback" not in err
+    assert "interrupted" in err
+    assert out.startswith(PROMPT)
+    assert "stopped by interrupted" in out
+
+
+def test_search_interrupted_json(model_dir, capsys, interrupt_third_expand):
+    code, out, err = run_cli(
+        [
+            "search",
+            PROMPT,
+            "--model",
+            model_dir,
+            "--simulations",
+            "50",
+            "--batch-size",
+            "1",
+            "--json",
+        ],
+        capsys,
+    )
+    assert code != EXIT_OK
+    assert "Traceback" not in err
+    assert "interrupted" in err
+    data = json.loads(out)
+    assert data["interrupted"] is True
+    assert data["stats"]["stopped_by"] == "interrupted"
+    # Two expansions of one node each finished before the interrupt.
+    assert data["stats"]["nodes"] == 2
+
+
+def test_search_interrupted_inside_forward(model_dir, capsys, monkeypatch):
+    """Ctrl-C mostly lands inside a model forward, and the search must still print its result."""
+    original_forward = TreeState._forward
+    calls = []
+
+    def forward(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt
+        return original_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(TreeState, "_forward", forward)
+    code, out, err = run_cli(
+        ["search", PROMPT, "--model", model_dir, "--simulations", "50", "--json"], capsys
+    )
+    assert code != EXIT_OK
+    assert "Traceback" not in err
+    assert json.loads(out)["interrupted"] is True
+
+
+def test_interrupt_while_loading_exits_130(model_dir, capsys, monkeypatch):
+    def load_model(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("tempo_search.models.load_model", load_model)
+    code, out, err = run_cli(["search", PROMPT, "--model", model_dir], capsys)
+    assert code == EXIT_INTERRUPTED
+    assert out == ""
+    assert "Traceback" not in err
+    assert "interrupted" in err
