@@ -158,7 +158,8 @@ class BezierSchedule:
         s = 1.0 - t
         value = s**3 * self.p0 + 3 * s**2 * t * self.p1 + 3 * s * t**2 * self.p2 + t**3 * self.p3
         # Rounding can step a hair outside the convex hull of the control points.
-        return min(1.0, max(0.0, value))
+        points = self.control_points
+        return min(max(points), max(min(points), value))
 
     def at_visits(self, visit_count: float, horizon: float | None = None) -> float:
         """Return the threshold at progress ``visit_count / horizon`` (``self.horizon`` if None)."""
@@ -226,7 +227,8 @@ class FlatLinearSchedule:
         if t <= self.flat_fraction:
             return self.start
         fraction = (t - self.flat_fraction) / (1.0 - self.flat_fraction)
-        return self.start + (self.end - self.start) * fraction
+        value = (1.0 - fraction) * self.start + fraction * self.end
+        return min(max(self.start, self.end), max(min(self.start, self.end), value))
 
     def at_visits(self, visit_count: float, horizon: float | None = None) -> float:
         """Return the threshold at progress ``visit_count / horizon`` (``self.horizon`` if None)."""

@@ -658,7 +658,7 @@ class _MCTS:
                 starts.append((child.node_id, logits))
                 owners.append(position)
         extras: list = [None] * len(children)
-        if not starts or room <= 0:
+        if not starts:
             return extras
 
         allowed = None

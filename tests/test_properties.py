@@ -515,17 +515,10 @@ def expected_value(model: LoadedModel, prompt_ids: list[int], node: SearchNode, 
     return likelihood_value(sum_log_prob, len(generated))
 
 
-DEPTH_ONE_ROLLOUT_BUG = (
-    "search._MCTS._rollouts returns no rollout when room <= 0, and room is "
-    "num_new * (depth - 1) = 0 for rollout_depth=1, so a depth-1 rollout (one token picked "
-    "from the child's logits, no forward needed) is silently skipped and values equal "
-    "rollout='none'"
-)
-
 
 @pytest.mark.parametrize(
     "rollout_depth",
-    [pytest.param(1, marks=pytest.mark.xfail(strict=True, reason=DEPTH_ONE_ROLLOUT_BUG)), 2, 3],
+    [1, 2, 3],
 )
 @property_settings(max_examples=6, shrink=MODEL_SHRINK)
 @given(
@@ -580,14 +573,7 @@ def test_bezier_within_hull(points, progress):
     assert min(points) - ROUNDING <= value <= max(points) + ROUNDING
 
 
-CONSTANT_SCHEDULE_BUG = (
-    "BezierSchedule.__call__ (schedules.py, the clamp after the Bernstein sum) clamps to "
-    "[0, 1], not to [min(p), max(p)], so rounding leaves the control points' hull: "
-    "constant_schedule(0.3)(0.5) == 0.29999999999999993"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=CONSTANT_SCHEDULE_BUG)
 @property_settings(max_examples=100)
 @given(points=control_points(), progress=any_progress)
 @example(points=(0.3, 0.3, 0.3, 0.3), progress=0.5)
@@ -686,14 +672,7 @@ def test_flat_linear_within_bounds(start, end, flat_fraction, progress):
         assert value == start
 
 
-FLAT_LINEAR_ROUNDING_BUG = (
-    "FlatLinearSchedule.__call__ (schedules.py, `start + (end - start) * fraction`) can "
-    "round past end and is not clamped: FlatLinearSchedule(0.4, 0.1, flat_fraction=0.0)(1.0) "
-    "== 0.09999999999999998"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=FLAT_LINEAR_ROUNDING_BUG)
 @property_settings(max_examples=100)
 @given(start=unit_floats, end=unit_floats, flat_fraction=unit_floats, progress=any_progress)
 @example(start=0.4, end=0.1, flat_fraction=0.0, progress=1.0)
@@ -702,14 +681,7 @@ def test_flat_linear_within_bounds_exactly(start, end, flat_fraction, progress):
     assert min(start, end) <= value <= max(start, end), value
 
 
-FLAT_LINEAR_END_BUG = (
-    "FlatLinearSchedule.__call__ (schedules.py, `start + (end - start) * fraction`) does not "
-    "return `end` at progress 1, as its docstring states, because the sum rounds: "
-    "FlatLinearSchedule(0.03, 0.01, flat_fraction=0.0)(1.0) == 0.010000000000000002"
-)
 
-
-@pytest.mark.xfail(strict=True, reason=FLAT_LINEAR_END_BUG)
 @property_settings(max_examples=100)
 @given(start=unit_floats, end=unit_floats, flat_fraction=st.floats(0.0, 1.0, exclude_max=True))
 @example(start=0.03, end=0.01, flat_fraction=0.0)
