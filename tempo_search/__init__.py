@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -73,12 +73,5 @@ def __getattr__(name: str) -> Any:
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
-
-if TYPE_CHECKING:
-    from tempo_search.check import ExactnessReport, check_model
-    from tempo_search.generate import GenerationResult, GenerationStats, Step, TokenChoice, generate
-    from tempo_search.models import LoadedModel, default_cache_dir, load_model
-    from tempo_search.search import Completion, SearchConfig, SearchResult, SearchStats, search
-    from tempo_search.tree_state import ROOT, ForwardOutput, NodeBudgetExceeded, TreeState
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())

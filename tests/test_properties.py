@@ -515,7 +515,6 @@ def expected_value(model: LoadedModel, prompt_ids: list[int], node: SearchNode, 
     return likelihood_value(sum_log_prob, len(generated))
 
 
-
 @pytest.mark.parametrize(
     "rollout_depth",
     [1, 2, 3],
@@ -571,7 +570,6 @@ def test_bezier_within_hull(points, progress):
     value = BezierSchedule(*points)(progress)
     assert 0.0 <= value <= 1.0
     assert min(points) - ROUNDING <= value <= max(points) + ROUNDING
-
 
 
 @property_settings(max_examples=100)
@@ -672,14 +670,12 @@ def test_flat_linear_within_bounds(start, end, flat_fraction, progress):
         assert value == start
 
 
-
 @property_settings(max_examples=100)
 @given(start=unit_floats, end=unit_floats, flat_fraction=unit_floats, progress=any_progress)
 @example(start=0.4, end=0.1, flat_fraction=0.0, progress=1.0)
 def test_flat_linear_within_bounds_exactly(start, end, flat_fraction, progress):
     value = FlatLinearSchedule(start, end, flat_fraction=flat_fraction)(progress)
     assert min(start, end) <= value <= max(start, end), value
-
 
 
 @property_settings(max_examples=100)
