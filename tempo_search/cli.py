@@ -410,6 +410,31 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: in
         help="lm: the model's probabilities; uniform: equal priors over allowed tokens "
         "(default: lm)",
     )
+    parser.add_argument(
+        "--coherence-weight",
+        type=float,
+        default=0.0,
+        help="weight of the attention-derived coherence in a node's value, next to likelihood "
+        "and reward weighted 1 each; 0 leaves it out and captures no attention (default: 0)",
+    )
+    parser.add_argument(
+        "--prune-children",
+        action="store_true",
+        help="prune children whose coherence falls below --prune-floor",
+    )
+    parser.add_argument(
+        "--coherence-layers",
+        default="last:4",
+        metavar="LAYERS",
+        help="layers whose attention scores coherence: all, last:K or indices such as 0,3,5 "
+        "(default: last:4)",
+    )
+    parser.add_argument(
+        "--prune-floor",
+        type=float,
+        default=0.5,
+        help="coherence in [0, 1] below which --prune-children prunes a child (default: 0.5)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
 
@@ -479,12 +504,27 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
             chat=args.chat,
             seed=args.seed,
             on_simulation=advance,
+            **_coherence_from_args(args),
         )
     if args.tree is not None:
         from tempo_search.tree import save_tree
 
         save_tree(result.tree, args.tree)
     return model, result
+
+
+def _coherence_from_args(args: argparse.Namespace) -> dict:
+    """Return the `coherence`, `prune_children` and `value` arguments of `search`."""
+    if args.coherence_weight == 0 and not args.prune_children:
+        return {}
+    from tempo_search.coherence import PruneConfig
+    from tempo_search.policies.values import ValueWeights
+
+    return {
+        "coherence": PruneConfig(layers=args.coherence_layers, floor=args.prune_floor),
+        "prune_children": args.prune_children,
+        "value": ValueWeights(coherence=args.coherence_weight),
+    }
 
 
 def _run_search(args: argparse.Namespace) -> int:
@@ -635,6 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check_model(subparsers)
     _add_search(subparsers)
     _add_solve(subparsers)
+    from tempo_search.sweep_cli import add_sweep_command
+
+    add_sweep_command(subparsers)
+    from tempo_search.bench_cli import add_bench_command
+
+    add_bench_command(subparsers)
     for register in _EXTRA_COMMANDS:
         register(subparsers)
     return parser

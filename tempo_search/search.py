@@ -17,6 +17,15 @@ from typing import Any
 
 import torch
 
+from tempo_search.coherence import (
+    PruneConfig,
+    aggregate_attention,
+    keep_weights,
+    layer_weights,
+    member_scores,
+    prune_decision,
+    relative_scores,
+)
 from tempo_search.models import LoadedModel, Prompt, load_model
 from tempo_search.policies.priors import prior_from_logits, top_candidates
 from tempo_search.policies.selection import DEFAULT_C_PUCT, SELECTION_RULES, select_child
@@ -56,6 +65,8 @@ class SearchConfig:
     prior: str = "lm"
     stop_when_solved: bool = True
     seed: int = 0
+    coherence: PruneConfig | None = None
+    prune_children: bool = False
 
     def __post_init__(self) -> None:
         _check_int("num_simulations", self.num_simulations, 1, "such as 200")
@@ -100,6 +111,27 @@ class SearchConfig:
                 f"prior={self.prior!r} is not supported; pass 'lm' (the model's probabilities) "
                 "or 'uniform' (equal priors over the allowed tokens, to measure what the LM adds)."
             )
+        if self.coherence is not None and not isinstance(self.coherence, PruneConfig):
+            raise TypeError(
+                f"coherence={self.coherence!r} is not a PruneConfig; pass PruneConfig() for the "
+                "defaults or None."
+            )
+        if not isinstance(self.prune_children, bool):
+            raise TypeError(f"prune_children={self.prune_children!r} must be True or False.")
+        if self.prune_children and self.coherence is None:
+            raise ValueError(
+                "prune_children=True needs the attention settings; pass coherence=PruneConfig()."
+            )
+        if self.uses_coherence and self.value.likelihood <= 0:
+            raise ValueError(
+                f"value={self.value!r} gives likelihood no weight, but with coherence a new "
+                "node's value can have no other part; pass ValueWeights(likelihood=1.0, ...)."
+            )
+
+    @property
+    def uses_coherence(self) -> bool:
+        """Whether expansions capture attention: a coherence value or pruning is enabled."""
+        return self.coherence is not None and (self.value.coherence > 0 or self.prune_children)
 
 
 def _check_int(name: str, value: Any, minimum: int, example: str) -> None:
@@ -136,6 +168,8 @@ class SearchStats:
         peak_cache_length: largest KV cache length, prompt included.
         prompt_tokens: tokens of the prompt.
         evicted_nodes: nodes dropped to stay under `max_nodes`.
+        pruned_nodes: children pruned for low coherence (`prune_children`); the descendants
+            that leave the cache with them are not counted.
         committed_tokens: tokens committed with `commit="step"`.
         stopped_by: "simulations", "time_limit", "max_nodes", "exhausted", "finished",
             "solved" (a task was satisfied) or "interrupted".
@@ -153,6 +187,7 @@ class SearchStats:
     prompt_tokens: int
     evicted_nodes: int
     committed_tokens: int
+    pruned_nodes: int
     stopped_by: str
 
 
@@ -225,6 +260,8 @@ def search(
     chat: bool = False,
     seed: int = 0,
     on_simulation: Callable[[int], None] | None = None,
+    coherence: PruneConfig | None = None,
+    prune_children: bool = False,
     _engine_factory: Callable[..., Any] | None = None,
 ) -> SearchResult:
     """Search for a continuation of `prompt` with MCTS over tokens.
@@ -266,6 +303,31 @@ def search(
         seed: seed of sampling rollouts and Gumbel noise; the same seed on the same machine
             gives the same tree.
         on_simulation: called with the number of simulations done, after each iteration.
+        coherence: attention settings (layers, head reduction, sigmoid steepness and cut,
+            pruning floor) of the coherence value, or None for none. Attention is captured
+            only when `value.coherence > 0` or `prune_children`, and then only from the
+            layers of `coherence.layers`; otherwise the search is the same as with None.
+        prune_children: prune children whose coherence falls below `coherence.floor`.
+
+    Coherence (with `coherence` given and in use):
+        A node's attention score is the mean attention, over the configured layers (deeper
+        weigh more) and heads, that the rows of its children pay to its KV-cache slot, in the
+        forward that first expands it (`coherence.member_scores`). Its coherence
+        (`SearchNode.coherence`) is `sigmoid(steepness * (score / mean - 1 - cut))`, with `mean`
+        the mean score of the scored children of its parent, itself included; pruned children
+        stay in that mean. Each newly scored child updates the coherence of its live scored
+        siblings, and a pruned child keeps the coherence it was pruned with. A node with no
+        scored sibling, and the prompt root, keep coherence None.
+        The value of a new child uses its parent's coherence, just updated by the forward that
+        created the child; None leaves the part out (`ValueWeights.combine`). Values already
+        backed up are not revised when a coherence changes.
+
+    Pruning (`prune_children=True`): after each expansion, the live scored children of a
+    node whose coherence is below `coherence.floor` are pruned: marked `pruned`, kept in the
+    tree as leaves that selection skips, their descendants dropped from the tree and
+    compacted out of the KV cache. The most coherent live scored child is never pruned
+    (`coherence.prune_decision`), so a node never loses its last child this way. A pruned
+    token is never admitted again at that node. `stats.pruned_nodes` counts them.
 
     Ctrl-C stops the search and returns the best result so far with `interrupted=True`.
     """
@@ -306,7 +368,14 @@ def search(
         prior=prior,
         stop_when_solved=stop_when_solved,
         seed=seed,
+        coherence=coherence,
+        prune_children=prune_children,
     )
+    if coherence is not None and not config.uses_coherence:
+        logger.warning(
+            "coherence is given but value.coherence is 0 and prune_children is False, so no "
+            "attention is captured; pass value=ValueWeights(coherence=...) or prune_children=True"
+        )
     if prompt is None:
         prompt = getattr(task, "prompt", None)
         if prompt is None:
@@ -363,6 +432,14 @@ class _MCTS:
         self.rollout_tokens = 0
         self.evicted = 0
         self.committed = 0
+        self.pruned = 0
+        # Coherence: the layers captured in every expansion (none when coherence is off) and,
+        # per scored node id, the attention its children paid to its slot.
+        self.capture_layers: list[int] = []
+        if config.uses_coherence:
+            num_layers = int(model.model.config.num_hidden_layers)
+            self.capture_layers = config.coherence.resolve_layers(num_layers)
+        self.attention_scores: dict[int, float] = {}
         self.stopped_by = "simulations"
         self.interrupted = False
         # Token ids of the first generated text that satisfies the task: a terminal node's
@@ -546,6 +623,8 @@ class _MCTS:
         tokens = [t for leaf in expanding for t in leaf.new_tokens]
         output = self._forward(parents, tokens)
         self.nodes_created += len(tokens)
+        if self.capture_layers:
+            self._score_expanded(expanding, output)
 
         # 4. New nodes: statistics, candidates, terminal flags.
         children: list[tuple[_Leaf, SearchNode, torch.Tensor]] = []
@@ -575,18 +654,92 @@ class _MCTS:
             self.opened[leaf.node.node_id] = opened + len(leaf.new_tokens)
             leaf.node.is_expanded = True
 
-        # 5. Values, with rollouts from the children that are not terminal.
+        # 5. Coherence of the expanded leaves and their siblings, and the children to prune.
+        to_prune: list[SearchNode] = []
+        if self.capture_layers:
+            groups = {leaf.node.parent for leaf in expanding if leaf.node.parent is not None}
+            for parent in sorted(groups, key=lambda n: n.node_id):
+                to_prune.extend(self._update_coherence(parent))
+
+        # 6. Values, with rollouts from the children that are not terminal.
         rollouts = self._rollouts(children, rollout_room)
         for (leaf, child, _), extra in zip(children, rollouts, strict=True):
             child.value = self._evaluate(child, extra)
             self._backup([*leaf.path, child], child.value)
+
+        # 7. Pruning after the backup, so that the batch's statistics are complete.
+        if to_prune:
+            self._prune(to_prune)
         return True
 
     def _forward(self, parents: list[int], tokens: list[int]):
         began = time.perf_counter()
-        output = self.engine.expand(parents, tokens)
+        output = self.engine.expand(parents, tokens, capture_layers=self.capture_layers)
         self.model_seconds += time.perf_counter() - began
         return output
+
+    # ------------------------------------------------------------------ coherence and pruning
+
+    def _score_expanded(self, expanding: list[_Leaf], output) -> None:
+        """Score each leaf expanded for the first time by its new children's attention."""
+        stacked = torch.stack(
+            [output.attentions[layer].float().cpu() for layer in self.capture_layers]
+        )  # [layers, heads, num_new, kv_len]
+        attention = aggregate_attention(
+            stacked,
+            layer_weights=layer_weights(
+                len(self.capture_layers), scheme=self.config.coherence.layer_scheme
+            ),
+            head_reduce=self.config.coherence.head_reduce,
+        )  # [num_new, kv_len]
+        row = 0
+        for leaf in expanding:
+            rows = list(range(row, row + len(leaf.new_tokens)))
+            row += len(leaf.new_tokens)
+            node_id = leaf.node.node_id
+            if node_id == ROOT or node_id in self.attention_scores:
+                continue
+            slot = self.engine.slot(node_id)
+            self.attention_scores[node_id] = float(member_scores(attention, [slot], rows)[0])
+
+    def _update_coherence(self, parent: SearchNode) -> list[SearchNode]:
+        """Set the coherence of `parent`'s scored children; return the live ones to prune."""
+        scored = [c for c in parent.children if c.node_id in self.attention_scores]
+        if len(scored) < 2:
+            return []
+        config = self.config.coherence
+        scores = torch.tensor([self.attention_scores[c.node_id] for c in scored])
+        weights = keep_weights(
+            relative_scores(scores), steepness=config.steepness, cut=config.cut
+        ).tolist()
+        live = []
+        for child, weight in zip(scored, weights, strict=True):
+            # A pruned child keeps the coherence it was pruned with.
+            if not child.pruned:
+                child.coherence = weight
+                live.append(child)
+        if not self.config.prune_children or not live:
+            return []
+        keep = prune_decision(torch.tensor([c.coherence for c in live]), floor=config.floor)
+        return [child for child, kept in zip(live, keep.tolist(), strict=True) if not kept]
+
+    def _prune(self, nodes: list[SearchNode]) -> None:
+        """Mark `nodes` pruned, drop their descendants and compact them out of the cache."""
+        for node in nodes:
+            node.pruned = True
+            for child in list(node.children):
+                for below in _subtree(child):
+                    self._forget(below.node_id)
+                child.parent = None
+            # The pruned node stays in the tree as a leaf that selection skips.
+            self.nodes.pop(node.node_id, None)
+            self.candidates.pop(node.node_id, None)
+            self.opened.pop(node.node_id, None)
+            node.slot = -1
+        self.pruned += len(nodes)
+        self.engine.compact([n for n in self.nodes if n != ROOT])
+        self._refresh_slots()
+        logger.debug("pruned %d children for low coherence", len(nodes))
 
     def _classify(self, child: SearchNode, logits: torch.Tensor) -> None:
         """Set the candidates of a new node and decide whether it is terminal."""
@@ -704,7 +857,10 @@ class _MCTS:
             else:
                 progress = self.task.progress(text)
                 reward = None if progress is None else float(progress)
-        return self.config.value.combine(likelihood, child.coherence, reward)
+        # A new child has no coherence of its own yet; its parent's is the path's latest.
+        parent = child.parent
+        coherence = parent.coherence if parent is not None and self.capture_layers else None
+        return self.config.value.combine(likelihood, coherence, reward)
 
     def _backup(self, path: list[SearchNode], value: float) -> None:
         for node in path:
@@ -744,7 +900,9 @@ class _MCTS:
             if len(chosen) == excess:
                 break
             parent_id = node.parent.node_id
-            left = live_children.get(parent_id, len(node.parent.children))
+            left = live_children.get(
+                parent_id, sum(1 for c in node.parent.children if not c.pruned)
+            )
             if left <= 1:
                 continue
             live_children[parent_id] = left - 1
@@ -761,6 +919,7 @@ class _MCTS:
         return True
 
     def _forget(self, node_id: int) -> None:
+        self.attention_scores.pop(node_id, None)
         self.nodes.pop(node_id, None)
         self.candidates.pop(node_id, None)
         self.opened.pop(node_id, None)
@@ -806,7 +965,7 @@ class _MCTS:
         candidates = [
             n
             for n in _subtree(self.root)
-            if n.node_id != ROOT and (n.is_terminal or not n.children)
+            if n.node_id != ROOT and not n.pruned and (n.is_terminal or not n.children)
         ]
         for node in candidates:
             ids = [t for t in node.token_ids() if t not in self.eos]
@@ -841,6 +1000,7 @@ class _MCTS:
             prompt_tokens=len(self.prompt_ids),
             evicted_nodes=self.evicted,
             committed_tokens=self.committed,
+            pruned_nodes=self.pruned,
             stopped_by=self.stopped_by,
         )
         logger.info(
