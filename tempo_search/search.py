@@ -43,7 +43,15 @@ PRIORS = ("lm", "uniform")
 
 @dataclass(frozen=True)
 class SearchConfig:
-    """Hyperparameters of `search`; see `search` for each field."""
+    """Hyperparameters of `search`; see `search` for each field.
+
+    Where the defaults come from: `c_puct` 1.25 is the AlphaZero pseudocode's value (Silver et
+    al., 2018); `num_simulations` 200, `batch_size` 4 and `max_width` 8 are the settings of the
+    project's MCTS benchmark (`docs/benchmarks.md`), chosen by hand, not tuned; the widening
+    schedule is documented at `DEFAULT_WIDENING_SCHEDULE`; a virtual loss of 1 counts each
+    in-flight selection as one visit with value 0; temperature 1 and top-p 1 leave the LM's
+    probabilities as they are.
+    """
 
     num_simulations: int = 200
     c_puct: float = DEFAULT_C_PUCT
