@@ -542,12 +542,22 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-eager", action="store_true", help="skip the output_attentions comparison"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's own choice, recorded in the JSON record)",
+    )
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise SystemExit(f"--threads={args.threads} is invalid; pass 1 or more threads.")
+        torch.set_num_threads(args.threads)
     repetitions = args.repetitions or (3 if args.quick else DEFAULT_REPETITIONS)
     warmup = 1 if args.quick else DEFAULT_WARMUP
     max_new_tokens = 8 if args.quick else 32

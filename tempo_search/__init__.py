@@ -61,7 +61,12 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
+_SUBPACKAGES = ("tasks", "policies", "rollouts", "testing", "runners")
+
+
 def __getattr__(name: str) -> Any:
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"tempo_search.{name}")
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'tempo_search' has no attribute {name!r}")

@@ -58,6 +58,7 @@ def register_runner(name: str) -> Callable[[RunFunction], RunFunction]:
 
 def get_runner(name: str) -> RunFunction:
     """Return the run function registered under `name`, or raise ValueError listing the known names."""
+    _register_builtin_runners()
     try:
         return RUNNERS[name]
     except KeyError:
@@ -66,6 +67,11 @@ def get_runner(name: str) -> RunFunction:
             f"unknown task {name!r}; known tasks: {known}. "
             "Set task to one of them, or register a run function with @register_runner(name)"
         ) from None
+
+
+def _register_builtin_runners() -> None:
+    # The built-in runners ("generate", "search", "game24") register themselves on import.
+    import tempo_search.runners  # noqa: F401
 
 
 def _qualified_name(obj: Any) -> str:
@@ -351,6 +357,7 @@ def load_sweep_config(path: str | Path) -> SweepConfig:
         if isinstance(fields.get(key), str):
             fields[key] = str(path.parent / Path(fields[key]).expanduser())
 
+    _register_builtin_runners()
     if "task" not in fields:
         known = ", ".join(sorted(RUNNERS)) or "none registered"
         raise ValueError(f"{path}: missing key 'task'; set it to one of the known tasks: {known}")

@@ -745,3 +745,8 @@ def _common_whitespace_prefix(texts: list[str]) -> str:
         else:
             break
     return prefix
+
+
+from tempo_search._callable import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, generate)

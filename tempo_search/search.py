@@ -884,44 +884,57 @@ class _MCTS:
     # ------------------------------------------------------------------ budget and commit
 
     def _make_room(self, needed: int, pending: list[_Leaf]) -> bool:
-        """Evict the least visited leaves until `needed` more nodes fit under max_nodes."""
+        """Evict the least visited subtrees until `needed` more nodes fit under max_nodes."""
         limit = self.config.max_nodes
         if limit is None or self.engine.num_nodes + needed <= limit:
             return True
+
+        # 1. Candidates: subtrees off the selected paths and off the committed chain, coldest
+        #    first. A node on such a path is protected, so no candidate holds a pending leaf.
         protected = {ROOT}
         for leaf in pending:
             protected.update(n.node_id for n in leaf.path)
         for node in self.current_root.path():
             protected.add(node.node_id)
-        evictable = [
-            n
-            for n in self.nodes.values()
-            if n.node_id not in protected and not n.children and not n.pruned
-        ]
-        evictable.sort(key=lambda n: (n.visit_count, n.q_value, -n.node_id))
+        candidates = [n for n in self.nodes.values() if n.node_id not in protected and not n.pruned]
+        candidates.sort(key=lambda n: (n.visit_count, n.q_value, -n.node_id))
+
+        # 2. Choose subtrees until enough nodes are freed. Every node keeps one live child: a
+        #    node whose children were all evicted is a dead end where selection stops.
         excess = self.engine.num_nodes + needed - limit
-        # Keep one child under every node: a node whose children were all evicted is a dead
-        # end where selection stops, and the search would end as "exhausted".
         live_children: dict[int, int] = {}
-        chosen = []
-        for node in evictable:
-            if len(chosen) == excess:
+        evicted: set[int] = set()
+        chosen: list[SearchNode] = []
+        freed = 0
+        for node in candidates:
+            if freed >= excess:
                 break
-            parent_id = node.parent.node_id
+            if any(a.node_id in evicted for a in node.path()):
+                continue
+            parent = node.parent
             left = live_children.get(
-                parent_id, sum(1 for c in node.parent.children if not c.pruned)
+                parent.node_id, sum(1 for c in parent.children if not c.pruned)
             )
             if left <= 1:
                 continue
-            live_children[parent_id] = left - 1
+            live_children[parent.node_id] = left - 1
+            # A colder subtree chosen earlier may lie inside this one; count its nodes once.
+            subtree = [
+                n for n in _subtree(node) if n.node_id in self.nodes and n.node_id not in evicted
+            ]
+            evicted.update(n.node_id for n in subtree)
             chosen.append(node)
-        if len(chosen) < excess:
+            freed += len(subtree)
+        if freed < excess:
             return False
+
+        # 3. Detach them from the tree and compact the cache.
         for node in chosen:
+            for member in _subtree(node):
+                self._forget(member.node_id)
             node.pruned = True
             node.parent = None
-            self._forget(node.node_id)
-        self.evicted += excess
+        self.evicted += freed
         self.engine.compact([n for n in self.nodes if n != ROOT])
         self._refresh_slots()
         return True
@@ -1066,3 +1079,8 @@ def _puct_choice(
         if score > best_score:
             best, best_score = child, score
     return best
+
+
+from tempo_search._callable import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, search)

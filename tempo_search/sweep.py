@@ -782,3 +782,8 @@ def write_results(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     else:
         flat.to_parquet(path, index=False)
     return path
+
+
+from tempo_search._callable import make_module_callable  # noqa: E402
+
+make_module_callable(__name__, sweep)
