@@ -74,6 +74,10 @@ def check_model(
         depth: depth the tree reaches (at least 6).
         max_branching: most children a node gets in one batch.
     """
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not tolerance >= 0:
+        raise ValueError(
+            f"tolerance={tolerance!r} must be a number >= 0; 1e-4 suits float32 logits."
+        )
     if depth < 6:
         raise ValueError(f"depth={depth} is too shallow; pass at least 6.")
     if prompt_length < 1:

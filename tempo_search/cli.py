@@ -11,6 +11,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -32,6 +33,16 @@ def _probability(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"invalid probability {text!r}, pass a number") from None
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid seed {text!r}, pass an integer") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"seed {text} is out of range, pass 0 to 2**63 - 1")
     return value
 
 
@@ -126,7 +137,7 @@ def _add_generate(subparsers) -> None:
         "(by default they are hidden from each other)",
     )
     parser.add_argument("--chat", action="store_true", help="encode the prompt as a chat message")
-    parser.add_argument("--seed", type=int, default=None, help="random seed")
+    parser.add_argument("--seed", type=_seed, default=None, help="random seed")
     parser.add_argument(
         "--threshold-schedule",
         default=None,
@@ -181,6 +192,15 @@ def _run_generate(args: argparse.Namespace) -> int:
     from tempo_search.generate import bracket_text, generate, parse_threshold_schedule
 
     # 1. Pruning and schedule flags, validated before the model loads.
+    pruning = args.prune or any(
+        getattr(args, name) is not None
+        for name in ("prune_layers", "prune_cut", "prune_steepness", "prune_floor")
+    )
+    if pruning and args.visible:
+        raise ValueError(
+            "--visible cannot be combined with --prune: a kept token would have been computed "
+            "while seeing a pruned sibling; drop --visible or the --prune flags."
+        )
     schedule = None
     if args.threshold_schedule is not None:
         try:
@@ -256,7 +276,7 @@ def _add_check_model(subparsers) -> None:
         "Exit code 1 when the largest difference passes the tolerance.",
     )
     _add_model_arguments(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random tree")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed of the random tree")
     parser.add_argument(
         "--tolerance",
         type=float,
@@ -396,7 +416,7 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: in
         "--temperature", type=float, default=1.0, help="temperature of the prior (default: 1.0)"
     )
     parser.add_argument("--chat", action="store_true", help="encode the prompt as a chat message")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--tree",
         metavar="FILE",
@@ -469,10 +489,17 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
     """Run `search` with the shared search flags; returns the result (or raises)."""
     from tempo_search.search import search
 
-    if args.tree is not None and not args.tree.endswith((".json", ".dot", ".gv")):
-        raise ValueError(
-            f"--tree {args.tree!r} has an unknown suffix; pass a .json, .dot or .gv file name."
-        )
+    if args.tree is not None:
+        tree_path = Path(args.tree)
+        if tree_path.suffix.lower() not in (".json", ".dot", ".gv"):
+            raise ValueError(
+                f"--tree {args.tree!r} has an unknown suffix; pass a .json, .dot or .gv file name."
+            )
+        if not tree_path.parent.is_dir():
+            raise ValueError(
+                f"--tree {args.tree!r}: folder {str(tree_path.parent)!r} does not exist; create "
+                "it or pass a path in an existing folder."
+            )
     model = model if model is not None else _load(args)
     total = args.simulations
     with _progress(total, "simulations", _show_progress(args)) as bar:
@@ -610,8 +637,12 @@ def _puzzle_tasks(args: argparse.Namespace) -> list[tuple[str, object]]:
         numbers = tasks.parse_numbers(args.numbers)
         label = f"{' '.join(map(str, numbers))} -> {args.target}"
         return [(label, tasks.CountdownTask(numbers, args.target))]
-    if (args.file is None) == (args.generate is None):
+    if args.file is None and args.generate is None:
+        raise ValueError("neither an instance FILE nor --generate N was given; pass one of them")
+    if args.file is not None and args.generate is not None:
         raise ValueError("pass either an instance FILE or --generate N (with --steps K), not both")
+    if args.generate is not None and args.generate < 1:
+        raise ValueError(f"--generate {args.generate} must be at least 1, the number of instances")
     if args.file is not None:
         instance = tasks.load_instance(args.file)
         return [(instance.name or str(args.file), tasks.BlocksworldTask(instance))]
@@ -703,7 +734,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except (ValueError, TypeError, FileNotFoundError) as error:
         logger.debug("invalid input", exc_info=True)
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        # One line: transformers' errors span several lines with the hint at the end.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        message = " ".join(lines) or type(error).__name__
         sys.stderr.write(f"tempo-search {args.command}: error: {message}\n")
         return EXIT_INVALID
     except KeyboardInterrupt:

@@ -147,13 +147,7 @@ def _validate(
         )
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens={max_new_tokens!r} must be an integer of at least 1.")
-    context = model.max_length
-    if context is not None and len(prompt_ids) + max_new_tokens > context:
-        raise ValueError(
-            f"max_new_tokens={max_new_tokens} with a prompt of {len(prompt_ids)} tokens passes "
-            f"the model's context length of {context}; pass max_new_tokens <= "
-            f"{max(0, context - len(prompt_ids))} or a shorter prompt."
-        )
+    model.check_context(len(prompt_ids), max_new_tokens)
     if not isinstance(max_width, int) or max_width < 1:
         raise ValueError(f"max_width={max_width!r} must be an integer of at least 1.")
     if mode not in GENERATION_MODES:

@@ -87,12 +87,33 @@ class LoadedModel:
     def attn_implementation(self) -> str:
         return str(self.model.config._attn_implementation)
 
+    def check_context(self, prompt_tokens: int, max_new_tokens: int) -> None:
+        """Raise ValueError when the prompt plus `max_new_tokens` passes the context length."""
+        context = self.max_length
+        if context is None or prompt_tokens + max_new_tokens <= context:
+            return
+        if prompt_tokens >= context:
+            raise ValueError(
+                f"the prompt has {prompt_tokens} tokens, at least the model's context length of "
+                f"{context}; shorten the prompt to at most {context - 1} tokens."
+            )
+        raise ValueError(
+            f"max_new_tokens={max_new_tokens} with a prompt of {prompt_tokens} tokens passes "
+            f"the model's context length of {context}; pass max_new_tokens <= "
+            f"{context - prompt_tokens} or a shorter prompt."
+        )
+
     def encode_prompt(self, prompt: Prompt, *, chat: bool = False) -> list[int]:
         """Tokenize a prompt: plain text, or chat messages through the tokenizer's chat template.
 
         With `chat=True` a plain string becomes one user message. Raises ValueError for an empty
         prompt and for chat input when the tokenizer has no chat template.
         """
+        if isinstance(prompt, (bytes, bytearray)):
+            raise TypeError(
+                f"prompt must be a str or a list of chat messages, got {type(prompt).__name__}; "
+                "decode bytes first, for example prompt.decode('utf-8')."
+            )
         if isinstance(prompt, str):
             if not prompt.strip():
                 raise ValueError(
@@ -130,7 +151,12 @@ def _validate_messages(messages: Any) -> list[dict[str, str]]:
                 f"chat message {index} is {message!r}; each message must be a dict with "
                 "'role' and 'content' keys."
             )
-        checked.append({"role": str(message["role"]), "content": str(message["content"])})
+        if not isinstance(message["role"], str) or not isinstance(message["content"], str):
+            raise ValueError(
+                f"chat message {index} has role {message['role']!r} and content "
+                f"{message['content']!r}; both must be str."
+            )
+        checked.append({"role": message["role"], "content": message["content"]})
     if not any(m["content"].strip() for m in checked):
         raise ValueError("every chat message is empty; put the request in a 'content' field.")
     return checked
@@ -317,7 +343,7 @@ def _from_gguf(
         model = AutoModelForCausalLM.from_pretrained(
             folder, gguf_file=filename, dtype=dtype, attn_implementation=attn_implementation
         )
-    except (OSError, ValueError, KeyError, RuntimeError) as error:
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError, struct.error) as error:
         raise ValueError(
             f"could not load the GGUF file {str(folder / filename)!r}: {str(error).rstrip('.')}. Check that the "
             "file is complete and that its architecture is supported by transformers' GGUF loader."

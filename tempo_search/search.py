@@ -77,6 +77,10 @@ class SearchConfig:
     prune_children: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("c_puct", "temperature", "top_p", "virtual_loss"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name}={value!r} must be a number, got {type(value).__name__}.")
         _check_int("num_simulations", self.num_simulations, 1, "such as 200")
         if not isinstance(self.c_puct, (int, float)) or not self.c_puct >= 0:
             raise ValueError(
@@ -389,13 +393,7 @@ def search(
         if prompt is None:
             raise ValueError("prompt is missing; pass a prompt or a task that has one.")
     prompt_ids = model.encode_prompt(prompt, chat=chat)
-    context = model.max_length
-    if context is not None and len(prompt_ids) + max_new_tokens > context:
-        raise ValueError(
-            f"max_new_tokens={max_new_tokens} with a prompt of {len(prompt_ids)} tokens passes "
-            f"the model's context length of {context}; pass max_new_tokens <= "
-            f"{max(0, context - len(prompt_ids))} or a shorter prompt."
-        )
+    model.check_context(len(prompt_ids), max_new_tokens)
     if max_nodes is not None and max_nodes < max_width:
         raise ValueError(
             f"max_nodes={max_nodes} cannot hold one expansion of max_width={max_width} "

@@ -132,8 +132,6 @@ CLI_ROWS = [
         absent=("max_new_tokens <= 0",),
         doc_command='tempo-search generate "$(python -c "print(\'the cat \' * 150)")" '
         "--model tiny --max-new-tokens 4",
-        xfail="the fix offered is 'pass max_new_tokens <= 0', which is itself invalid; "
-        "the prompt alone is past the context",
     ),
     CliRow(
         "generate-unicode-prompt",
@@ -156,14 +154,11 @@ CLI_ROWS = [
         "generate-visible-with-prune",
         _tiny("generate", "the cat", "--visible", "--prune"),
         ("--visible",),
-        xfail="the message names the Python argument isolate=False, not the --visible flag "
-        "that the user passed, so its fix cannot be applied at the command line",
     ),
     CliRow(
         "generate-seed-overflow",
         _tiny("generate", "the cat", "--seed", "99999999999999999999999"),
         ("--seed", "99999999999999999999999"),
-        xfail="torch's 'Overflow when unpacking long long' names neither --seed nor the value",
     ),
     # ------------------------------------------------------------------ models
     CliRow(
@@ -209,14 +204,11 @@ CLI_ROWS = [
         "model-folder-without-tokenizer",
         ("generate", "the cat", "--model", "no-tokenizer"),
         ("'no-tokenizer'", "tokenizer files"),
-        xfail="only the first line of a multi-line transformers error is printed, which drops "
-        "the hint about the missing tokenizer files",
     ),
     CliRow(
         "model-truncated-gguf",
         ("generate", "the cat", "--model", "truncated.gguf"),
         ("'truncated.gguf'",),
-        xfail="struct.error from transformers' GGUF reader escapes as a traceback",
     ),
     CliRow(
         "model-file-not-gguf",
@@ -246,8 +238,6 @@ CLI_ROWS = [
         "check-model-negative-tolerance",
         _tiny("check-model", "--tolerance", "-1"),
         ("tolerance", "-1"),
-        xfail="a negative tolerance is not rejected: the check runs, fails and exits 1 "
-        "instead of 2",
     ),
     # ------------------------------------------------------------------ search
     CliRow(
@@ -349,15 +339,11 @@ CLI_ROWS = [
         "search-tree-missing-folder",
         _tiny("search", "the cat", "--simulations", "2", "--tree", "missing-folder/out.json"),
         ("--tree", "missing-folder"),
-        xfail="the folder is only used after the whole search, and the message is a bare "
-        "'[Errno 2] No such file or directory' that names neither --tree nor a fix",
     ),
     CliRow(
         "search-tree-upper-case-suffix",
         _tiny("search", "the cat", "--simulations", "2", "--tree", "out.JSON"),
         exit_code=EXIT_OK,
-        xfail="the CLI compares suffixes case-sensitively and rejects .JSON, which save_tree "
-        "itself writes",
     ),
     # ------------------------------------------------------------------ solve
     CliRow(
@@ -409,20 +395,16 @@ CLI_ROWS = [
         "blocksworld-not-utf8",
         _tiny("solve", "blocksworld", "blocks-binary.json"),
         ("blocks-binary.json",),
-        xfail="the UnicodeDecodeError message does not name the file",
     ),
     CliRow(
         "blocksworld-folder",
         _tiny("solve", "blocksworld", "blocks-folder"),
         ("blocks-folder",),
-        xfail="IsADirectoryError escapes as a traceback",
     ),
     CliRow(
         "blocksworld-missing-file",
         _tiny("solve", "blocksworld", "missing-blocks.json"),
         ("missing-blocks.json", "instance"),
-        xfail="a bare '[Errno 2] No such file or directory' that does not say which input "
-        "it is or what to pass instead",
     ),
     CliRow(
         "blocksworld-odd-steps",
@@ -433,14 +415,11 @@ CLI_ROWS = [
         "blocksworld-generate-0",
         _tiny("solve", "blocksworld", "--generate", "0"),
         ("--generate", "0"),
-        xfail="the message says 'n must be >= 1', the Python parameter name, not --generate",
     ),
     CliRow(
         "blocksworld-no-instance",
         _tiny("solve", "blocksworld"),
         ("FILE", "--generate", "neither"),
-        xfail="with no FILE and no --generate the message says 'not both', which describes "
-        "the other mistake",
     ),
 ]
 
@@ -470,8 +449,6 @@ API_ROWS = [
         "search(model, 'the cat', temperature='1')",
         TypeError,
         ("temperature", "'1'"),
-        xfail="SearchConfig compares the str with 0 and Python raises \"'>' not supported "
-        "between instances of 'str' and 'int'\", which names neither the parameter nor the fix",
     ),
     ApiRow(
         "api-widening-three-points",
@@ -520,14 +497,12 @@ API_ROWS = [
         "generate(model, [{'role': 'user', 'content': None}])",
         ValueError,
         ("chat message 0", "None"),
-        xfail="content None is turned into the text 'None' and generation runs",
     ),
     ApiRow(
         "api-prompt-bytes",
         "generate(model, b'the cat')",
         TypeError,
         ("bytes",),
-        xfail="bytes are read as a list of chat messages: 'chat message 0 is 116'",
     ),
     ApiRow(
         "api-prompt-past-context",
@@ -535,7 +510,6 @@ API_ROWS = [
         ValueError,
         ("context length of 256", "prompt"),
         absent=("max_new_tokens <= 0",),
-        xfail="the fix offered is 'pass max_new_tokens <= 0', which is itself invalid",
     ),
     ApiRow(
         "api-unicode-prompt-generate",

@@ -333,10 +333,20 @@ def load_instance(path: str | Path) -> BlocksworldInstance:
         ValueError: for invalid JSON or a missing or invalid key, naming the file and the key.
     """
     path = Path(path)
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "missing"
+        raise ValueError(
+            f"Blocksworld instance file {str(path)!r} is {what}; pass a JSON instance file, "
+            "or --generate N to generate instances."
+        )
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path} is not valid JSON: {error}") from error
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"{path} is not a UTF-8 text file ({error}); pass a JSON instance file."
+        ) from error
     return BlocksworldInstance.from_dict(data, source=str(path))
 
 
