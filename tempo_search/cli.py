@@ -183,6 +183,14 @@ def _add_generate(subparsers) -> None:
         default=None,
         help="members whose keep weight (0 to 1) is below this are removed (default: 0.5)",
     )
+    pruning.add_argument(
+        "--prune-cut-schedule",
+        default=None,
+        metavar="SPEC",
+        help="the cut over generation progress in place of --prune-cut, as for "
+        "--threshold-schedule; a value v in [0, 1] is the fraction below the set's mean, "
+        "cut = -v",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     parser.set_defaults(handler=_run_generate)
 
@@ -194,7 +202,13 @@ def _run_generate(args: argparse.Namespace) -> int:
     # 1. Pruning and schedule flags, validated before the model loads.
     pruning = args.prune or any(
         getattr(args, name) is not None
-        for name in ("prune_layers", "prune_cut", "prune_steepness", "prune_floor")
+        for name in (
+            "prune_layers",
+            "prune_cut",
+            "prune_steepness",
+            "prune_floor",
+            "prune_cut_schedule",
+        )
     )
     if pruning and args.visible:
         raise ValueError(
@@ -207,6 +221,12 @@ def _run_generate(args: argparse.Namespace) -> int:
             schedule = parse_threshold_schedule(args.threshold_schedule)
         except (TypeError, ValueError) as error:
             raise ValueError(f"--threshold-schedule: {error}") from None
+    cut_schedule = None
+    if args.prune_cut_schedule is not None:
+        try:
+            cut_schedule = parse_threshold_schedule(args.prune_cut_schedule)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"--prune-cut-schedule: {error}") from None
     flags = {
         "layers": ("--prune-layers", args.prune_layers),
         "cut": ("--prune-cut", args.prune_cut),
@@ -214,7 +234,7 @@ def _run_generate(args: argparse.Namespace) -> int:
         "floor": ("--prune-floor", args.prune_floor),
     }
     prune = None
-    if args.prune or any(value is not None for _, value in flags.values()):
+    if pruning:
         settings = {}
         for name, (flag, value) in flags.items():
             if value is None:
@@ -243,6 +263,7 @@ def _run_generate(args: argparse.Namespace) -> int:
             on_step=lambda _step: bar.update(1),
             prune=prune,
             threshold_schedule=schedule,
+            cut_schedule=cut_schedule,
         )
     if args.json:
         _print_json({"prompt": args.prompt, "model": model.name, **result.to_dict()})
@@ -439,11 +460,15 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: in
     )
     parser.add_argument(
         "--prune-children",
+        "--prune",
+        dest="prune_children",
         action="store_true",
         help="prune children whose coherence falls below --prune-floor",
     )
     parser.add_argument(
         "--coherence-layers",
+        "--prune-layers",
+        dest="coherence_layers",
         default="last:4",
         metavar="LAYERS",
         help="layers whose attention scores coherence: all, last:K or indices such as 0,3,5 "
@@ -454,6 +479,27 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: in
         type=float,
         default=0.5,
         help="coherence in [0, 1] below which --prune-children prunes a child (default: 0.5)",
+    )
+    parser.add_argument(
+        "--prune-cut",
+        type=float,
+        default=-0.5,
+        help="relative score (attention / the siblings' mean attention - 1) at which a child's "
+        "coherence is 0.5 (default: -0.5)",
+    )
+    parser.add_argument(
+        "--prune-steepness",
+        type=float,
+        default=10.0,
+        help="slope of the coherence sigmoid per unit of relative score, > 0 (default: 10)",
+    )
+    parser.add_argument(
+        "--threshold-schedule",
+        default=None,
+        metavar="SPEC",
+        help="the selection (progressive-widening) threshold over a node's visits, 0 to 32, in "
+        "place of --widening: 'bezier:P0,P1,P2,P3' or 'flat:START,END,FLAT_FRACTION'; "
+        "probabilities in [0, 1]",
     )
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
 
@@ -516,7 +562,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
             num_simulations=args.simulations,
             c_puct=args.c_puct,
             selection=args.selection,
-            widening=args.widening,
+            widening=_widening_from_args(args),
             max_width=args.max_width,
             batch_size=args.batch_size,
             rollout=args.rollout,
@@ -540,15 +586,36 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
     return model, result
 
 
+def _widening_from_args(args: argparse.Namespace):
+    """Return the widening schedule: --threshold-schedule when given, else --widening."""
+    if args.threshold_schedule is None:
+        return args.widening
+    from tempo_search.generate import parse_threshold_schedule
+
+    try:
+        return parse_threshold_schedule(args.threshold_schedule)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--threshold-schedule: {error}") from None
+
+
 def _coherence_from_args(args: argparse.Namespace) -> dict:
     """Return the `coherence`, `prune_children` and `value` arguments of `search`."""
     if args.coherence_weight == 0 and not args.prune_children:
+        if args.prune_cut != -0.5 or args.prune_steepness != 10.0:
+            raise ValueError(
+                "--prune-cut and --prune-steepness need --prune or --coherence-weight; add one."
+            )
         return {}
     from tempo_search.coherence import PruneConfig
     from tempo_search.policies.values import ValueWeights
 
     return {
-        "coherence": PruneConfig(layers=args.coherence_layers, floor=args.prune_floor),
+        "coherence": PruneConfig(
+            layers=args.coherence_layers,
+            floor=args.prune_floor,
+            cut=args.prune_cut,
+            steepness=args.prune_steepness,
+        ),
         "prune_children": args.prune_children,
         "value": ValueWeights(coherence=args.coherence_weight),
     }

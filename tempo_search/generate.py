@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -254,6 +255,7 @@ def generate(
     on_step: Callable[[Step], None] | None = None,
     prune: PruneConfig | None = None,
     threshold_schedule: Schedule | None = None,
+    cut_schedule: Schedule | None = None,
 ) -> GenerationResult:
     """Generate with TEMPO parallel-token steps.
 
@@ -313,6 +315,10 @@ def generate(
         threshold_schedule: a schedule of the selection threshold over generation progress
             `(step - 1) / max_new_tokens`; it replaces the constant `threshold`. A threshold
             of 0 selects `max_width` tokens.
+        cut_schedule: a schedule of the pruning cut over the same progress, replacing
+            `prune.cut`. Its values in [0, 1] are the fraction below the set's mean at which a
+            member's keep weight is 0.5, so a value v gives `cut = -v` (0.5 is the default cut
+            of -0.5). Needs `prune`.
     """
     model = load_model(model)
     if seed is not None:
@@ -328,6 +334,10 @@ def generate(
         max_paths=max_paths,
     )
     layers = _check_pruning(model, prune, threshold_schedule, mode, isolate)
+    if cut_schedule is not None and prune is None:
+        raise ValueError("cut_schedule needs prune; pass prune=PruneConfig() as well.")
+    if cut_schedule is not None and not callable(cut_schedule):
+        raise TypeError(f"cut_schedule={cut_schedule!r} must be a schedule such as BezierSchedule.")
     check_position_ids(model)
     options = _Options(
         threshold=threshold,
@@ -338,6 +348,7 @@ def generate(
         max_paths=max_paths,
         prune=prune,
         prune_layers=layers,
+        cut_schedule=cut_schedule,
         on_step=on_step,
         start=time.perf_counter(),
     )
@@ -356,8 +367,16 @@ class _Options:
     max_paths: int
     prune: PruneConfig | None
     prune_layers: list[int]
+    cut_schedule: Schedule | None
     on_step: Callable[[Step], None] | None
     start: float
+
+    def prune_at(self, depth: int) -> PruneConfig | None:
+        """Pruning settings of logical step `depth`, with the cut from `cut_schedule`."""
+        if self.prune is None or self.cut_schedule is None:
+            return self.prune
+        cut = -float(self.cut_schedule((depth - 1) / self.max_new_tokens))
+        return dataclasses.replace(self.prune, cut=cut)
 
     def threshold_at(self, depth: int) -> float:
         """Selection threshold of logical step `depth` (1-based)."""
@@ -457,7 +476,7 @@ def _generate_superposition(
         if scoring:
             attention = _stack_attention(output.attentions, options.prune_layers)
             slots = [state.slot(n) for n in previous.node_ids]
-            weights = member_keep_weights(attention, slots, config=prune)
+            weights = member_keep_weights(attention, slots, config=options.prune_at(depth))
             keep = prune_decision(weights, floor=prune.floor)
             marks = {
                 token_id: (not bool(kept), float(weight))
@@ -682,7 +701,8 @@ def _prune_siblings(
         scores = torch.stack(
             [member_scores(attention, [state.slot(n)], rows[n])[0] for n in members]
         )
-        weights = keep_weights(relative_scores(scores), steepness=prune.steepness, cut=prune.cut)
+        cut = options.prune_at(depth).cut
+        weights = keep_weights(relative_scores(scores), steepness=prune.steepness, cut=cut)
         keep = prune_decision(weights, floor=prune.floor)
         for node_id, kept, weight in zip(members, keep.tolist(), weights.tolist(), strict=True):
             node_marks.append((state.token(node_id), not kept, weight))

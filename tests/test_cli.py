@@ -363,3 +363,36 @@ def test_interrupt_while_loading_exits_130(model_dir, capsys, monkeypatch):
     assert out == ""
     assert "Traceback" not in err
     assert "interrupted" in err
+
+
+def test_search_prune_flags_build_coherence(model_dir, monkeypatch, capsys):
+    captured = {}
+    import tempo_search.search as search_module
+
+    original = search_module.search
+
+    def spy(*args, **kwargs):
+        captured.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "search", spy)
+    code = main(
+        [
+            "search", "the cat", "--model", str(model_dir), "--simulations", "4",
+            "--prune", "--prune-cut", "-0.2", "--prune-steepness", "5",
+            "--threshold-schedule", "flat:0.5,0.01,0.2",
+        ]
+    )  # fmt: skip
+
+    assert code == 0
+    assert captured["prune_children"] is True
+    assert captured["coherence"].cut == -0.2
+    assert captured["coherence"].steepness == 5.0
+    assert captured["widening"].start == 0.5
+
+
+def test_search_prune_cut_without_prune_exits_2(model_dir, capsys):
+    code = main(["search", "the cat", "--model", str(model_dir), "--prune-cut", "-0.2"])
+
+    assert code == 2
+    assert "--prune-cut" in capsys.readouterr().err

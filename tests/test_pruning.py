@@ -307,3 +307,31 @@ def test_cli_rejects_invalid_prune_flags(cli_model, capsys, flag, value):
     assert code == cli.EXIT_INVALID
     assert len(err.strip().splitlines()) == 1
     assert "error" in err
+
+
+@pytest.mark.parametrize("mode", ["superposition", "tree"])
+def test_cut_schedule_constant_equals_fixed_cut(tiny, mode):
+    fixed = generate(tiny, PROMPT, mode=mode, prune=PruneConfig(cut=-0.3), **SETTINGS)
+    scheduled = generate(
+        tiny, PROMPT, mode=mode, prune=PruneConfig(), cut_schedule=lambda _p: 0.3, **SETTINGS
+    )
+
+    assert scheduled.to_dict()["steps"] == fixed.to_dict()["steps"]
+
+
+def test_cut_schedule_receives_progress(tiny):
+    seen: list[float] = []
+
+    def schedule(progress: float) -> float:
+        seen.append(progress)
+        return 0.5
+
+    generate(tiny, PROMPT, prune=PruneConfig(), cut_schedule=schedule, **SETTINGS)
+
+    assert seen
+    assert all(0.0 <= p < 1.0 for p in seen)
+
+
+def test_cut_schedule_needs_prune(tiny):
+    with pytest.raises(ValueError, match="cut_schedule needs prune"):
+        generate(tiny, PROMPT, cut_schedule=lambda _p: 0.5, **SETTINGS)
