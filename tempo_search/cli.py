@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a check or search that did not succeed, 2 invalid input
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -246,25 +247,45 @@ def _run_generate(args: argparse.Namespace) -> int:
             settings[name] = value
         prune = PruneConfig(**settings)
 
-    # 2. Generation.
+    # 2. Generation. The steps are collected as they come, so that Ctrl-C can print them.
     model = _load(args)
+    collected = []
+
+    def on_step(step) -> None:
+        collected.append(step)
+        bar.update(1)
+
     with _progress(args.max_new_tokens, "steps", _show_progress(args)) as bar:
-        result = generate(
-            model,
-            args.prompt,
-            threshold=args.threshold,
-            max_new_tokens=args.max_new_tokens,
-            max_width=args.max_width,
-            mode=args.mode,
-            isolate=not args.visible,
-            max_paths=args.max_paths,
-            chat=args.chat,
-            seed=args.seed,
-            on_step=lambda _step: bar.update(1),
-            prune=prune,
-            threshold_schedule=schedule,
-            cut_schedule=cut_schedule,
-        )
+        try:
+            result = generate(
+                model,
+                args.prompt,
+                threshold=args.threshold,
+                max_new_tokens=args.max_new_tokens,
+                max_width=args.max_width,
+                mode=args.mode,
+                isolate=not args.visible,
+                max_paths=args.max_paths,
+                chat=args.chat,
+                seed=args.seed,
+                on_step=on_step,
+                prune=prune,
+                threshold_schedule=schedule,
+                cut_schedule=cut_schedule,
+            )
+        except KeyboardInterrupt:
+            partial = bracket_text([step.tokens for step in collected])
+            if args.json:
+                steps = [dataclasses.asdict(step) for step in collected]
+                _print_json(
+                    {"prompt": args.prompt, "text": partial, "steps": steps, "interrupted": True}
+                )
+            else:
+                sys.stdout.write(f"{args.prompt}{partial}\n")
+            sys.stderr.write(
+                f"interrupted after {len(collected)} steps: printed the parallel sets so far\n"
+            )
+            return EXIT_INTERRUPTED
     if args.json:
         _print_json({"prompt": args.prompt, "model": model.name, **result.to_dict()})
         return EXIT_OK

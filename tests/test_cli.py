@@ -396,3 +396,26 @@ def test_search_prune_cut_without_prune_exits_2(model_dir, capsys):
 
     assert code == 2
     assert "--prune-cut" in capsys.readouterr().err
+
+
+def test_generate_ctrl_c_prints_partial_sets(model_dir, monkeypatch, capsys):
+    from tempo_search.tree_state import TreeState
+
+    calls = {"count": 0}
+    original = TreeState.expand
+
+    def interrupt_third(self, *args, **kwargs):
+        calls["count"] += 1
+        if calls["count"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(TreeState, "expand", interrupt_third)
+    code = main(["generate", "the cat", "--model", model_dir, "--max-new-tokens", "8", "--json"])
+    output = capsys.readouterr()
+
+    assert code == 130
+    data = json.loads(output.out)
+    assert data["interrupted"] is True
+    assert len(data["steps"]) == 3
+    assert "Traceback" not in output.err
