@@ -419,3 +419,18 @@ def test_generate_ctrl_c_prints_partial_sets(model_dir, monkeypatch, capsys):
     assert data["interrupted"] is True
     assert len(data["steps"]) == 3
     assert "Traceback" not in output.err
+
+
+def test_search_unsatisfied_constraint_exits_1(model_dir, capsys):
+    code = main(
+        [
+            "search", "the cat", "--model", model_dir, "--simulations", "8",
+            "--max-new-tokens", "4", "--keywords", "zebra", "--json",
+        ]
+    )  # fmt: skip
+    data = json.loads(capsys.readouterr().out)
+
+    assert code == 1
+    assert data["solved"] is False
+    assert data["task"]["constraints"]
+    assert data["stats"]["simulations"] <= 8
