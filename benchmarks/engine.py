@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import statistics
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -89,9 +90,17 @@ def _ordered(names: Sequence[str], repetition: int) -> list[str]:
     return [*names[shift:], *names[:shift]]
 
 
-def _paired_ratio(numerators: Sequence[float], denominators: Sequence[float]) -> float:
-    """Median over repetitions of `numerator / denominator`, paired by repetition."""
-    return median([n / d for n, d in zip(numerators, denominators, strict=True)])
+def _paired_ratios(numerators: Sequence[float], denominators: Sequence[float]) -> list[float]:
+    """`numerator / denominator` per repetition, the two timed in the same repetition."""
+    return [n / d for n, d in zip(numerators, denominators, strict=True)]
+
+
+def _quartiles(values: Sequence[float]) -> list[float]:
+    """First and third quartiles of `values` (both the one value when there is only one)."""
+    if len(values) == 1:
+        return [round(values[0], 3)] * 2
+    first, _, third = statistics.quantiles(values, n=4, method="inclusive")
+    return [round(first, 3), round(third, 3)]
 
 
 class _PlainDecoder:
@@ -168,7 +177,8 @@ def parallel_step(
 
     Returns a dict with `prompt_tokens`, `repetitions`, `warmup`, `baseline`, and `rows`: one
     dict per K with `width`, `parallel_ms`, `single_ms`, `singles_total_ms`,
-    `ratio_singles_over_parallel`, `max_logit_difference` (parallel against single logits of
+    `ratio_singles_over_parallel` (median over repetitions of the paired ratio),
+    `ratio_quartiles` (its first and third quartiles), `max_logit_difference` (parallel against single logits of
     the same token, a sanity check of the tree mask) and the raw `samples_ms`.
     """
     _check_budget(repetitions, warmup)
@@ -210,15 +220,15 @@ def parallel_step(
 
     rows = []
     for width in widths:
+        ratios = _paired_ratios(singles_total_s[width], parallel_s[width])
         rows.append(
             {
                 "width": width,
                 "parallel_ms": milliseconds(median(parallel_s[width])),
                 "single_ms": milliseconds(median(single_s[width])),
                 "singles_total_ms": milliseconds(median(singles_total_s[width])),
-                "ratio_singles_over_parallel": round(
-                    _paired_ratio(singles_total_s[width], parallel_s[width]), 3
-                ),
+                "ratio_singles_over_parallel": round(median(ratios), 3),
+                "ratio_quartiles": _quartiles(ratios),
                 "max_logit_difference": logit_difference[width],
                 "samples_ms": {
                     "parallel": [milliseconds(s) for s in parallel_s[width]],
@@ -350,7 +360,8 @@ def capture_overhead(
             plain forward of the same inputs with `output_attentions=True`.
 
     Returns `width`, `prompt_tokens`, `layers` (per variant, the captured layer indices) and
-    `rows`: per variant `median_ms`, `ratio_to_none` (median of paired ratios),
+    `rows`: per variant `median_ms`, `ratio_to_none` (median of paired ratios) with its
+    `ratio_quartiles`,
     `max_logit_difference` against "none", and the raw `samples_ms`.
     """
     _check_budget(repetitions, warmup)
@@ -408,12 +419,14 @@ def capture_overhead(
 
     rows = []
     for name in variants:
+        ratios = _paired_ratios(samples[name], samples["none"])
         rows.append(
             {
                 "variant": name,
                 "layers": layers_captured[name],
                 "median_ms": milliseconds(median(samples[name])),
-                "ratio_to_none": round(_paired_ratio(samples[name], samples["none"]), 3),
+                "ratio_to_none": round(median(ratios), 3),
+                "ratio_quartiles": _quartiles(ratios),
                 "max_logit_difference": logit_difference[name],
                 "samples_ms": [milliseconds(s) for s in samples[name]],
             }
@@ -433,21 +446,32 @@ def capture_overhead(
 # --------------------------------------------------------------------------- report
 
 
+def _format_quartiles(row: dict[str, Any]) -> str:
+    # Records written before the quartiles were added have none.
+    quartiles = row.get("ratio_quartiles")
+    return "-" if quartiles is None else f"{quartiles[0]:.2f} to {quartiles[1]:.2f}"
+
+
 def format_tables(record: dict[str, Any]) -> str:
-    """Render a record of `run_benchmarks` as Markdown tables."""
+    """Render a record of `run_benchmarks` as Markdown tables.
+
+    "Quartiles" are the first and third quartiles of the ratio over repetitions.
+    """
     lines = []
     step = record["parallel_step"]
     lines += [
         f"Parallel step, prompt of {step['prompt_tokens']} tokens, median of "
         f"{step['repetitions']} repetitions:",
         "",
-        "| K | one parallel step (ms) | one single (ms) | K singles (ms) | K singles / parallel |",
-        "|---:|---:|---:|---:|---:|",
+        "| K | one parallel step (ms) | one single (ms) | K singles (ms) | K singles / parallel "
+        "| quartiles |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for row in step["rows"]:
         lines.append(
             f"| {row['width']} | {row['parallel_ms']:.1f} | {row['single_ms']:.1f} | "
-            f"{row['singles_total_ms']:.1f} | {row['ratio_singles_over_parallel']:.2f} |"
+            f"{row['singles_total_ms']:.1f} | {row['ratio_singles_over_parallel']:.2f} | "
+            f"{_format_quartiles(row)} |"
         )
 
     generation = record["generation"]
@@ -472,13 +496,13 @@ def format_tables(record: dict[str, Any]) -> str:
         f"Attention capture, K = {capture['width']}, {capture['num_layers']} layers, median of "
         f"{capture['repetitions']} repetitions:",
         "",
-        "| variant | layers captured | time (ms) | ratio to no capture |",
-        "|---|---:|---:|---:|",
+        "| variant | layers captured | time (ms) | ratio to no capture | quartiles |",
+        "|---|---:|---:|---:|---:|",
     ]
     for row in capture["rows"]:
         lines.append(
             f"| {row['variant']} | {len(row['layers'])} | {row['median_ms']:.1f} | "
-            f"{row['ratio_to_none']:.2f} |"
+            f"{row['ratio_to_none']:.2f} | {_format_quartiles(row)} |"
         )
     return "\n".join(lines)
 

@@ -64,6 +64,14 @@ def test_parallel_step_figures_positive_finite(step):
             assert row[key] > 0, (row["width"], key)
 
 
+def test_parallel_step_quartiles_single_repetition(step):
+    # With one repetition both quartiles are that repetition's ratio.
+    for row in step["rows"]:
+        samples = row["samples_ms"]
+        ratio = samples["singles_total"][0] / samples["parallel"][0]
+        assert row["ratio_quartiles"] == pytest.approx([ratio, ratio], rel=1e-2)
+
+
 def test_parallel_step_samples_per_repetition(step):
     for row in step["rows"]:
         assert len(row["samples_ms"]["parallel"]) == 1
@@ -107,6 +115,12 @@ def test_capture_overhead_ratios_finite(capture):
 def test_capture_overhead_baseline_ratio_one(capture):
     none = next(row for row in capture["rows"] if row["variant"] == "none")
     assert none["ratio_to_none"] == 1.0
+    assert none["ratio_quartiles"] == [1.0, 1.0]
+
+
+def test_quartiles_of_four_ratios():
+    # statistics.quantiles(method="inclusive") interpolates between order statistics.
+    assert engine._quartiles([1.0, 2.0, 3.0, 4.0]) == [1.75, 3.25]
 
 
 def test_capture_overhead_same_logits(capture):
