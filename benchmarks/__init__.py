@@ -1,1 +1,1 @@
-"""Benchmarks of tempo_search; run one with `python -m benchmarks.<name>`."""
+"""Benchmarks of tempo_search. Run one with `python -m benchmarks.<name>`."""

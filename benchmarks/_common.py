@@ -26,7 +26,7 @@ def timed(call: Callable[[], Any]) -> tuple[float, Any]:
 
 
 def median(values: Sequence[float]) -> float:
-    """Median of `values`; raises ValueError on an empty sequence."""
+    """Return the median of `values`. Raises ValueError on an empty sequence."""
     if not values:
         raise ValueError("median() needs at least one value; run at least one repetition.")
     return float(statistics.median(values))
@@ -37,7 +37,7 @@ def milliseconds(seconds: float) -> float:
 
 
 def cpu_model() -> str:
-    """CPU model name from /proc/cpuinfo, else `platform.processor()`, else "unknown"."""
+    """Return the CPU model name from /proc/cpuinfo, else `platform.processor()`, else "unknown"."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
             for line in cpuinfo:
@@ -49,7 +49,7 @@ def cpu_model() -> str:
 
 
 def git_commit() -> str | None:
-    """`git rev-parse HEAD` of the repository holding the benchmarks, or None without git."""
+    """Return `git rev-parse HEAD` of the repository that contains the benchmarks, or None without git."""
     try:
         completed = subprocess.run(
             ["git", "rev-parse", "HEAD"],
@@ -65,7 +65,7 @@ def git_commit() -> str | None:
 
 
 def git_is_dirty() -> bool | None:
-    """Whether tracked files differ from HEAD (`git status --porcelain`), or None without git."""
+    """Return whether tracked files differ from HEAD (`git status --porcelain`), or None without git."""
     try:
         completed = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
@@ -81,7 +81,7 @@ def git_is_dirty() -> bool | None:
 
 
 def load_average() -> list[float] | None:
-    """The 1, 5 and 15 minute load averages, or None where the platform has none."""
+    """Return the 1, 5 and 15 minute load averages, or None where the platform has none."""
     try:
         return [round(value, 2) for value in os.getloadavg()]
     except (AttributeError, OSError):

@@ -75,7 +75,7 @@ def _check_budget(repetitions: int, warmup: int) -> None:
 
 
 def _candidates(logits: torch.Tensor, count: int) -> list[int]:
-    """The `count` most likely next tokens of `logits` `[vocab_size]`, most likely first."""
+    """Return the `count` most likely next tokens of `logits` `[vocab_size]`, most likely first."""
     if count > logits.shape[-1]:
         raise ValueError(
             f"{count} candidates requested but the vocabulary has {logits.shape[-1]} tokens; "
@@ -172,7 +172,7 @@ def parallel_step(
 
     The parallel step is one `TreeState.expand` of the K most likely next tokens, all with
     parent ROOT at one logical position, rewound after each call. The baseline is K plain
-    forwards of one token each over a second cache that holds the same prompt (see
+    forwards of one token each over a second cache that contains the same prompt (see
     `_PlainDecoder`). Both run in the same repetition loop.
 
     Returns a dict with `prompt_tokens`, `repetitions`, `warmup`, `baseline`, and `rows`: one
@@ -260,7 +260,7 @@ def generation_tokens(
 ) -> dict[str, Any]:
     """Count the tokens `generate` forwards per generated step, per prompt and mode.
 
-    `prompts` holds dicts with `name`, `prompt` and `chat`. `generate` runs with its default
+    `prompts` contains dicts with `name`, `prompt` and `chat`. `generate` runs with its default
     `max_width` and `max_paths`. Returns `threshold`, `max_new_tokens` and `rows`: one dict per
     (prompt, mode) with `prompt_tokens`, `generated_steps`, `forward_passes` (prefill included),
     `generated_tokens_forwarded` (prompt excluded), `tokens_forwarded_per_step` (the library's

@@ -332,11 +332,17 @@ def run_suite(
     }
     tables: dict[str, str] = {}
     total = sum(_steps(name, budget) for name in only)
+    interrupted = False
     with tqdm(total=total, file=sys.stderr, disable=not show_progress, desc="bench") as bar:
         for name in only:
             bar.set_postfix_str(name)
             start = time.perf_counter()
-            result, table = runners[name](loaded, budget, model, lambda: bar.update(1))
+            try:
+                result, table = runners[name](loaded, budget, model, lambda: bar.update(1))
+            except KeyboardInterrupt:
+                # Keep the benchmarks that finished: their figures go into the record below.
+                interrupted = True
+                break
             record["wall_seconds"][name] = round(time.perf_counter() - start, 2)
             record["results"][name] = result
             tables[name] = table
@@ -345,7 +351,11 @@ def run_suite(
                 _engine_plot(result, image_dir / "engine_parallel_step.png")
 
     record["finished"] = utc_now()
+    record["interrupted"] = interrupted
     path = write_record("suite", record, out)
+    if interrupted:
+        logger.warning("interrupted: the record %s holds the finished benchmarks only", path)
+        raise KeyboardInterrupt
     if doc is not None:
         update_doc(
             Path(doc),

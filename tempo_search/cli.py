@@ -116,10 +116,16 @@ def _add_generate(subparsers) -> None:
         help="selection probability in (0, 1]; 1.0 is greedy decoding (default: 0.1)",
     )
     parser.add_argument(
-        "--max-new-tokens", type=int, default=32, help="most logical steps (default: 32)"
+        "--max-new-tokens",
+        type=int,
+        default=32,
+        help="maximum number of logical steps (default: 32)",
     )
     parser.add_argument(
-        "--max-width", type=int, default=8, help="most tokens in one parallel set (default: 8)"
+        "--max-width",
+        type=int,
+        default=8,
+        help="maximum number of tokens in one parallel set (default: 8)",
     )
     parser.add_argument(
         "--mode",
@@ -129,7 +135,10 @@ def _add_generate(subparsers) -> None:
         "(default: superposition)",
     )
     parser.add_argument(
-        "--max-paths", type=int, default=8, help="most live paths in tree mode (default: 8)"
+        "--max-paths",
+        type=int,
+        default=8,
+        help="maximum number of live paths in tree mode (default: 8)",
     )
     parser.add_argument(
         "--visible",
@@ -379,8 +388,8 @@ def _add_search(subparsers) -> None:
     constraints.add_argument(
         "--regex", default=None, help="regular expression the whole generated text must match"
     )
-    constraints.add_argument("--min-words", type=int, default=None, help="fewest words")
-    constraints.add_argument("--max-words", type=int, default=None, help="most words")
+    constraints.add_argument("--min-words", type=int, default=None, help="minimum number of words")
+    constraints.add_argument("--max-words", type=int, default=None, help="maximum number of words")
     parser.set_defaults(handler=_run_search)
 
 
@@ -409,7 +418,10 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: in
         "to a node with 32 visits; probabilities in [0, 1] (default: 1.0,0.25,0.05,0.01)",
     )
     parser.add_argument(
-        "--max-width", type=int, default=8, help="most children of one node (default: 8)"
+        "--max-width",
+        type=int,
+        default=8,
+        help="maximum number of children of one node (default: 8)",
     )
     parser.add_argument(
         "--batch-size",
@@ -452,7 +464,7 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: in
         "--max-nodes",
         type=int,
         default=None,
-        help="most tree nodes in the KV cache at once; cold leaves are evicted (default: none)",
+        help="maximum number of tree nodes in the KV cache at once; cold subtrees are evicted (default: none)",
     )
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="temperature of the prior (default: 1.0)"

@@ -45,12 +45,14 @@ PRIORS = ("lm", "uniform")
 class SearchConfig:
     """Hyperparameters of `search`; see `search` for each field.
 
-    Where the defaults come from: `c_puct` 1.25 is the AlphaZero pseudocode's value (Silver et
-    al., 2018); `num_simulations` 200, `batch_size` 4 and `max_width` 8 are the settings of the
-    project's MCTS benchmark (`docs/benchmarks.md`), chosen by hand, not tuned; the widening
-    schedule is documented at `DEFAULT_WIDENING_SCHEDULE`; a virtual loss of 1 counts each
-    in-flight selection as one visit with value 0; temperature 1 and top-p 1 leave the LM's
-    probabilities as they are.
+    Where the defaults come from:
+
+    - `c_puct` 1.25 is the AlphaZero pseudocode's value (Silver et al., 2018).
+    - `num_simulations` 200, `batch_size` 4 and `max_width` 8 are the settings of the project's
+      MCTS benchmark (`docs/benchmarks.md`), chosen by hand and not tuned.
+    - The widening schedule is documented at `DEFAULT_WIDENING_SCHEDULE`.
+    - A virtual loss of 1 counts each in-flight selection as one visit with value 0.
+    - Temperature 1 and top-p 1 leave the LM's probabilities as they are.
     """
 
     num_simulations: int = 200
@@ -216,7 +218,7 @@ class SearchResult:
         stats: `SearchStats`.
         task_report: the task's report on `text` (which constraints hold, or whether a
             puzzle is solved), or None without a task.
-        interrupted: the search was stopped by Ctrl-C and holds the best result so far.
+        interrupted: the search was stopped by Ctrl-C, and the result is the best so far.
         solved: a task was given and `text` satisfies it.
     """
 

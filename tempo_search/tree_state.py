@@ -29,7 +29,7 @@ class NodeBudgetExceeded(RuntimeError):
 
 @dataclass(frozen=True)
 class ForwardOutput:
-    """What one forward pass over new nodes returns.
+    """Output of one forward pass over new nodes.
 
     Attributes:
         node_ids: `[num_new]` ids of the new nodes, in the order they were given.
@@ -304,7 +304,7 @@ class TreeState:
         """
         if num_tokens < 0 or num_tokens > self.num_nodes:
             raise ValueError(
-                f"cannot rewind {num_tokens} tokens: the tree holds {self.num_nodes} nodes."
+                f"cannot rewind {num_tokens} tokens: the tree contains {self.num_nodes} nodes."
             )
         if num_tokens == 0:
             return

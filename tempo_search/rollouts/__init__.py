@@ -20,7 +20,7 @@ ROLLOUT_KINDS = ("none", "greedy", "sample")
 
 @dataclass(frozen=True)
 class RolloutConfig:
-    """How leaves are extended before they are scored.
+    """Rollout policy that extends new leaves before they are scored.
 
     Attributes:
         kind: "none", "greedy" (argmax, as `model.generate(do_sample=False)`) or "sample".
