@@ -1,0 +1,401 @@
+"""Keyword-constraint benchmark: MCTS with the keyword task against sampling and beam search.
+
+Run `python -m benchmarks.keywords [--quick] [--sets N] [--simulations S] [--out DIR]`.
+For each keyword set of `tempo_search/data/keyword_sets.json` the prompt "Write one sentence
+that uses all of these words: w1, w2, w3." goes through the chat template, and each method
+writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
+the same fixed seed per set:
+
+- "MCTS": `search` with `constraints_task(keywords=...)`, 60 simulations in batches of 4, its
+  chosen `text`. The search stops early once a text covers every word (`stop_when_solved`).
+- "sampling + rejection": batches of 4 samples at temperature 1 (`top_k=0`, `top_p=1`) until
+  a sample covers every word or the forward budget of MCTS on that set is used. The first
+  sample with full coverage is kept, else the one with the best coverage (the first on ties).
+- "beam search + rerank": `num_beams=4, num_return_sequences=4`, the beam with the best
+  coverage (the higher-ranked beam on ties).
+
+Forward accounting. One forward is one model call over at most 4 rows with one new token each,
+the shape of an MCTS expansion with `batch_size=4`. MCTS reports its own count
+(`SearchStats.forward_passes`, the prefill included). A `model.generate` call over 4 rows that
+returns `steps` new tokens costs `rows * steps / 4 = steps` forwards: the prefill yields the
+first token, and each later token needs one forward. Each sampling batch prefills the prompt
+again, and that prefill counts as one forward, as the prefill of MCTS does. Sampling draws
+another batch while the forwards used are below the MCTS count, with `max_new_tokens` capped at
+the forwards left, so a last batch can be cut short. The first batch always gets
+`max_new_tokens`, so sampling passes the budget only when MCTS used fewer forwards than one
+batch. Reported forwards are the ones actually used.
+
+Metrics per method: mean keyword coverage (`metrics.keyword_coverage`), the share of sets with
+full coverage, and forwards per set. The mean perplexity is that of the chosen text given the
+chat prompt under the same model (`metrics.perplexity`). An empty text has no perplexity, so
+the mean skips it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import torch
+
+from benchmarks._common import machine_info, utc_now, write_record
+from tempo_search.metrics import keyword_coverage, perplexity
+from tempo_search.models import LoadedModel, load_model
+from tempo_search.search import search
+from tempo_search.tasks.constraints import constraints_task
+
+logger = logging.getLogger(__name__)
+
+MAX_NEW_TOKENS = 32
+MCTS_SIMULATIONS = 60
+MCTS_BATCH_SIZE = 4
+ROWS_PER_FORWARD = 4
+"""Rows one forward counts for: the MCTS batch size, the number of beams and of samples per batch."""
+TEMPERATURE = 1.0
+SEED = 0
+FULL_SETS = 100
+QUICK_SETS = 5
+PROMPT_TEMPLATE = "Write one sentence that uses all of these words: {words}."
+
+METHODS = ("MCTS", "sampling + rejection", "beam search + rerank")
+
+
+def load_keyword_sets(count: int) -> list[dict[str, Any]]:
+    """Return the first `count` entries (`{"id", "words"}`) of the packaged keyword sets."""
+    path = resources.files("tempo_search") / "data" / "keyword_sets.json"
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(entries):
+        raise ValueError(f"count={count!r} must be an integer from 1 to {len(entries)}.")
+    return entries[:count]
+
+
+def build_prompt(words: Sequence[str]) -> str:
+    return PROMPT_TEMPLATE.format(words=", ".join(words))
+
+
+def chat_prompt_text(loaded: LoadedModel, prompt: str) -> str:
+    """Return `prompt` as one user message rendered by the chat template, as text."""
+    messages = [{"role": "user", "content": prompt}]
+    return loaded.tokenizer.apply_chat_template(
+        messages, add_generation_prompt=True, tokenize=False
+    )
+
+
+# --------------------------------------------------------------------------- methods
+
+
+def _generate_rows(
+    loaded: LoadedModel, prompt_ids: list[int], *, max_new_tokens: int, **options: Any
+) -> tuple[list[str], int]:
+    """Run `model.generate` on 4 rows and return `(texts, forwards)`, forwards = new tokens."""
+    input_ids = torch.tensor([prompt_ids], device=loaded.device)
+    eos = sorted(loaded.eos_token_ids)
+    with torch.no_grad():
+        output = loaded.model.generate(
+            input_ids=input_ids,
+            attention_mask=torch.ones_like(input_ids),
+            max_new_tokens=max_new_tokens,
+            min_new_tokens=1,
+            num_return_sequences=ROWS_PER_FORWARD,
+            pad_token_id=eos[0] if eos else 0,
+            eos_token_id=eos or None,
+            **options,
+        )
+    new = output[:, len(prompt_ids) :]  # [rows, steps]
+    texts = [loaded.tokenizer.decode(row, skip_special_tokens=True) for row in new.tolist()]
+    rows, steps = int(new.shape[0]), int(new.shape[1])
+    return texts, math.ceil(rows * steps / ROWS_PER_FORWARD)
+
+
+def run_mcts(
+    loaded: LoadedModel,
+    prompt: str,
+    words: Sequence[str],
+    *,
+    simulations: int,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, Any]:
+    result = search(
+        loaded,
+        prompt,
+        task=constraints_task(keywords=list(words)),
+        chat=True,
+        num_simulations=simulations,
+        batch_size=MCTS_BATCH_SIZE,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+    )
+    return {
+        "text": result.text,
+        "forward_passes": result.stats.forward_passes,
+        "simulations": result.stats.simulations,
+        "stopped_by": result.stats.stopped_by,
+    }
+
+
+def run_sampling(
+    loaded: LoadedModel,
+    prompt_ids: list[int],
+    words: Sequence[str],
+    *,
+    budget: int,
+    max_new_tokens: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Sample batches of 4 until one sample covers every word or `budget` forwards are used."""
+    torch.manual_seed(seed)
+    used = 0
+    samples = 0
+    best_text, best_coverage = "", -1.0
+    while True:
+        # A batch after the first gets only the forwards left, so it may end truncated.
+        length = max_new_tokens if used == 0 else min(max_new_tokens, budget - used)
+        texts, forwards = _generate_rows(
+            loaded,
+            prompt_ids,
+            max_new_tokens=length,
+            do_sample=True,
+            temperature=TEMPERATURE,
+            top_k=0,
+            top_p=1.0,
+        )
+        used += forwards
+        for text in texts:
+            samples += 1
+            coverage = keyword_coverage(text, words)
+            if coverage > best_coverage:
+                best_text, best_coverage = text, coverage
+            if coverage == 1.0:
+                break
+        if best_coverage == 1.0 or used >= budget:
+            break
+    return {"text": best_text, "forward_passes": used, "samples": samples}
+
+
+def run_beam(
+    loaded: LoadedModel, prompt_ids: list[int], words: Sequence[str], *, max_new_tokens: int
+) -> dict[str, Any]:
+    texts, forwards = _generate_rows(
+        loaded,
+        prompt_ids,
+        max_new_tokens=max_new_tokens,
+        num_beams=ROWS_PER_FORWARD,
+        do_sample=False,
+        early_stopping=True,
+    )
+    coverages = [keyword_coverage(text, words) for text in texts]
+    best = max(range(len(texts)), key=lambda i: (coverages[i], -i))
+    return {"text": texts[best], "forward_passes": forwards, "beams": len(texts)}
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    return statistics.fmean(finite) if finite else None
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the metrics of one method over its per-set rows."""
+    coverages = [row["coverage"] for row in rows]
+    return {
+        "keyword_coverage_mean": _mean(coverages),
+        "full_coverage_share": sum(c == 1.0 for c in coverages) / len(coverages),
+        "perplexity_mean": _mean([row["perplexity"] for row in rows]),
+        "perplexity_missing": sum(not math.isfinite(row["perplexity"]) for row in rows),
+        "forward_passes_mean": _mean([row["forward_passes"] for row in rows]),
+    }
+
+
+def run_keywords(
+    loaded: LoadedModel,
+    *,
+    num_sets: int,
+    simulations: int = MCTS_SIMULATIONS,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    seed: int = SEED,
+    time_limit: float | None = None,
+) -> dict[str, Any]:
+    """Run the three methods on the first `num_sets` keyword sets and return the section.
+
+    With `time_limit` (seconds) no new set starts once that much time has passed; the section
+    then records `num_sets_done < num_sets_requested`.
+    """
+    if isinstance(simulations, bool) or not isinstance(simulations, int) or simulations < 1:
+        raise ValueError(f"simulations={simulations!r} must be a positive int, such as 60.")
+    sets = load_keyword_sets(num_sets)
+    per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in METHODS}
+    start = time.perf_counter()
+    prompt_tokens_match = True
+
+    for index, entry in enumerate(sets):
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            logger.warning("time limit reached after %d of %d sets", index, len(sets))
+            break
+        words = entry["words"]
+        prompt = build_prompt(words)
+        prompt_ids = loaded.encode_prompt(prompt, chat=True)
+        set_seed = seed + index
+
+        # 1. The methods, interleaved on the same set; MCTS first, because it sets the budget.
+        mcts = run_mcts(
+            loaded,
+            prompt,
+            words,
+            simulations=simulations,
+            max_new_tokens=max_new_tokens,
+            seed=set_seed,
+        )
+        outputs = {
+            "MCTS": mcts,
+            "sampling + rejection": run_sampling(
+                loaded,
+                prompt_ids,
+                words,
+                budget=mcts["forward_passes"],
+                max_new_tokens=max_new_tokens,
+                seed=set_seed,
+            ),
+            "beam search + rerank": run_beam(
+                loaded, prompt_ids, words, max_new_tokens=max_new_tokens
+            ),
+        }
+
+        # 2. Coverage and perplexity of each chosen text given the chat prompt.
+        chat_text = chat_prompt_text(loaded, prompt)
+        rendered_ids = loaded.tokenizer(chat_text, add_special_tokens=True)["input_ids"]
+        prompt_tokens_match &= list(rendered_ids) == prompt_ids
+        texts = [outputs[name]["text"] for name in METHODS]
+        perplexities = perplexity(loaded, prompts=[chat_text] * len(texts), texts=texts)
+        for name, value in zip(METHODS, perplexities, strict=True):
+            row = outputs[name]
+            row["set_id"] = entry["id"]
+            row["coverage"] = keyword_coverage(row["text"], words)
+            row["perplexity"] = value
+            per_method[name].append(row)
+        logger.info(
+            "%s: %s",
+            entry["id"],
+            ", ".join(f"{n} {per_method[n][-1]['coverage']:.2f}" for n in METHODS),
+        )
+
+    done = len(per_method["MCTS"])
+    methods = {
+        name: {"summary": summarise(rows), "sets": rows} for name, rows in per_method.items()
+    }
+    for method in methods.values():
+        for row in method["sets"]:
+            if not math.isfinite(row["perplexity"]):
+                row["perplexity"] = None  # JSON has no NaN
+    return {
+        "settings": {
+            "num_sets_requested": num_sets,
+            "num_sets_done": done,
+            "mcts_simulations": simulations,
+            "mcts_batch_size": MCTS_BATCH_SIZE,
+            "rows_per_forward": ROWS_PER_FORWARD,
+            "max_new_tokens": max_new_tokens,
+            "sampling_temperature": TEMPERATURE,
+            "seed": seed,
+            "model": loaded.name,
+            "prompt_template": PROMPT_TEMPLATE,
+            "perplexity_prompt_tokens_match_search": prompt_tokens_match,
+            "seconds": round(time.perf_counter() - start, 1),
+        },
+        "methods": methods,
+    }
+
+
+def goal_met(section: dict[str, Any]) -> bool:
+    """Return whether MCTS reached full coverage on every set at lower mean perplexity than
+    both baselines."""
+    methods = section["methods"]
+    mcts = methods["MCTS"]["summary"]
+    if mcts["full_coverage_share"] < 1.0 or mcts["perplexity_mean"] is None:
+        return False
+    return all(
+        s["perplexity_mean"] is None or mcts["perplexity_mean"] < s["perplexity_mean"]
+        for name, s in ((n, m["summary"]) for n, m in methods.items())
+        if name != "MCTS"
+    )
+
+
+def format_table(section: dict[str, Any]) -> str:
+    """Return the Markdown table of the section, one row per method."""
+
+    def show(value: float | None, digits: int) -> str:
+        return "n/a" if value is None else f"{value:.{digits}f}"
+
+    lines = [
+        "| method | mean coverage | full coverage | mean perplexity | forwards per set |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for name, method in section["methods"].items():
+        s = method["summary"]
+        lines.append(
+            f"| {name} | {show(s['keyword_coverage_mean'], 3)} "
+            f"| {100 * s['full_coverage_share']:.0f} % | {show(s['perplexity_mean'], 2)} "
+            f"| {show(s['forward_passes_mean'], 1)} |"
+        )
+    return "\n".join(lines)
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.keywords",
+        description="Keyword coverage of MCTS against sampling with rejection and beam search.",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{QUICK_SETS} sets instead of {FULL_SETS}"
+    )
+    parser.add_argument("--sets", type=int, default=None, help="number of keyword sets")
+    parser.add_argument(
+        "--simulations",
+        type=int,
+        default=MCTS_SIMULATIONS,
+        help=f"MCTS simulations per set (default {MCTS_SIMULATIONS})",
+    )
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        default=None,
+        help="seconds after which no new set starts (default: none)",
+    )
+    parser.add_argument("--model", default=None, help="model path (default: embedded SmolLM2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--out", default=None, help="folder for the JSON record")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    num_sets = QUICK_SETS if args.quick else FULL_SETS
+    if args.sets is not None:
+        num_sets = args.sets
+    loaded = load_model(args.model)
+    section = run_keywords(
+        loaded, num_sets=num_sets, simulations=args.simulations, time_limit=args.time_limit
+    )
+    section["goal_met"] = goal_met(section)
+    sys.stdout.write(format_table(section) + "\n")
+    sys.stdout.write(f"goal met: {section['goal_met']}\n")
+    if args.out is not None:
+        record = {"benchmark": "keywords", "time": utc_now(), "machine": machine_info(), **section}
+        sys.stdout.write(f"record: {write_record('keywords', record, args.out)}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

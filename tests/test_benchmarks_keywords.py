@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+
+from benchmarks.keywords import (
+    METHODS,
+    build_prompt,
+    format_table,
+    goal_met,
+    load_keyword_sets,
+    run_keywords,
+    run_sampling,
+)
+from tempo_search.metrics import keyword_coverage
+from tempo_search.testing import tiny_model
+
+
+@pytest.fixture(scope="module")
+def section():
+    torch.set_num_threads(1)
+    return run_keywords(tiny_model("llama"), num_sets=2, simulations=4, max_new_tokens=4)
+
+
+def _summary(coverage_share: float, perplexity: float) -> dict:
+    return {
+        "summary": {
+            "keyword_coverage_mean": coverage_share,
+            "full_coverage_share": coverage_share,
+            "perplexity_mean": perplexity,
+            "perplexity_missing": 0,
+            "forward_passes_mean": 4.0,
+        },
+        "sets": [],
+    }
+
+
+def test_run_keywords_has_every_method(section):
+    assert list(section["methods"]) == list(METHODS)
+
+
+def test_run_keywords_counts_sets(section):
+    assert section["settings"]["num_sets_done"] == 2
+    for method in section["methods"].values():
+        assert len(method["sets"]) == 2
+
+
+def test_run_keywords_coverage_matches_metric(section):
+    sets = load_keyword_sets(2)
+    for method in section["methods"].values():
+        for entry, row in zip(sets, method["sets"], strict=True):
+            assert row["set_id"] == entry["id"]
+            assert row["coverage"] == keyword_coverage(row["text"], entry["words"])
+
+
+def test_run_keywords_summary_from_rows(section):
+    for method in section["methods"].values():
+        rows, summary = method["sets"], method["summary"]
+        coverages = [row["coverage"] for row in rows]
+        assert summary["keyword_coverage_mean"] == pytest.approx(sum(coverages) / len(rows))
+        assert summary["full_coverage_share"] == sum(c == 1.0 for c in coverages) / len(rows)
+        forwards = [row["forward_passes"] for row in rows]
+        assert summary["forward_passes_mean"] == pytest.approx(sum(forwards) / len(rows))
+
+
+def test_run_keywords_perplexity_finite_or_none(section):
+    for method in section["methods"].values():
+        for row in method["sets"]:
+            assert row["perplexity"] is None or (
+                math.isfinite(row["perplexity"]) and row["perplexity"] >= 1.0
+            )
+
+
+def test_run_sampling_spends_budget_exactly():
+    # The tiny model does not write this word, so sampling runs until the budget is spent.
+    # Batches after the first are cut to the forwards left, and each returns at least one token.
+    result = run_sampling(
+        tiny_model("llama"),
+        [1, 2, 3],
+        ["qqqqqqqqqq"],
+        budget=10,
+        max_new_tokens=4,
+        seed=0,
+    )
+
+    assert result["forward_passes"] == 10
+    assert result["samples"] >= 4 * 3
+
+
+def test_goal_met_needs_full_coverage_and_lower_perplexity():
+    methods = {
+        "MCTS": _summary(1.0, 3.0),
+        "sampling + rejection": _summary(0.5, 4.0),
+        "beam search + rerank": _summary(1.0, 3.5),
+    }
+    assert goal_met({"methods": methods})
+    assert not goal_met({"methods": {**methods, "MCTS": _summary(0.9, 3.0)}})
+    assert not goal_met({"methods": {**methods, "MCTS": _summary(1.0, 3.6)}})
+
+
+def test_format_table_one_row_per_method(section):
+    lines = format_table(section).splitlines()
+    assert len(lines) == 2 + len(METHODS)
+
+
+def test_build_prompt_lists_words():
+    assert build_prompt(["a", "b"]) == "Write one sentence that uses all of these words: a, b."
+
+
+def test_load_keyword_sets_rejects_zero():
+    with pytest.raises(ValueError, match="count=0"):
+        load_keyword_sets(0)
