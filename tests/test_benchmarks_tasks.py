@@ -1,0 +1,122 @@
+"""The puzzle benchmarks (`benchmarks.tasks`) on a tiny model with a minimal budget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from benchmarks import tasks as bench
+from tempo_search.tasks.game24 import Game24Task, all_game24_puzzles
+from tempo_search.testing import tiny_model
+
+SIMULATIONS = 4
+MAX_NEW_TOKENS = 16
+
+
+@pytest.fixture(scope="module")
+def model():
+    loaded = tiny_model("llama")
+    # The puzzle prompts (format and worked example) are longer than the tiny config's 256
+    # positions; rotary positions have no built-in limit (as in tests/test_runners.py).
+    loaded.model.config.max_position_embeddings = 1024
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def record(model):
+    return bench.run(
+        model,
+        puzzles=2,
+        simulations=SIMULATIONS,
+        max_new_tokens=MAX_NEW_TOKENS,
+        num_samples=3,
+        blocksworld_priors=("lm", "uniform"),
+        blocksworld_limit=2,
+    )
+
+
+def test_game24_sample_is_seeded_and_solvable():
+    solvable = {tuple(p.numbers) for p in all_game24_puzzles() if p.solvable}
+    first = bench.game24_sample(10, seed=0)
+    assert first == bench.game24_sample(10, seed=0)
+    assert set(first) <= solvable
+    assert len(set(first)) == 10
+
+
+def test_game24_sample_rejects_bad_count():
+    with pytest.raises(ValueError, match="count=0"):
+        bench.game24_sample(0)
+
+
+def test_best_of_n_spends_the_forward_budget(model):
+    result = bench.best_of_n(
+        model, Game24Task((4, 9, 10, 13)), num_samples=3, forward_budget=6, max_new_tokens=4
+    )
+    # A random tiny model does not solve the puzzle, so it uses the whole budget. With 4 new
+    # tokens per sample and 5 sampling forwards, at least one sample finishes.
+    assert not result.solved
+    assert result.forward_passes == 6
+    assert result.samples >= 1
+
+
+def test_best_of_n_rejects_bad_budget(model):
+    with pytest.raises(ValueError, match="forward_budget=0"):
+        bench.best_of_n(model, Game24Task((4, 9, 10, 13)), forward_budget=0)
+
+
+def test_run_game24_rows_have_every_method(record):
+    rows = record["game24"]["rows"]
+    assert len(rows) == 2
+    for row in rows:
+        assert set(bench.METHODS) <= set(row)
+
+
+def test_run_best_of_n_matches_search_forwards(record):
+    # Sampling stops at the LM-prior search's forward count (or earlier when it solves).
+    for row in record["game24"]["rows"]:
+        assert row["best_of_n"]["forward_passes"] <= row["search_lm"]["forward_passes"]
+
+
+def test_run_summary_counts(record):
+    summary = record["game24"]["summary"]
+    rows = record["game24"]["rows"]
+    for method in bench.METHODS:
+        solved = sum(row[method]["solved"] for row in rows)
+        assert summary[method]["solved"] == solved
+        assert summary[method]["solve_rate"] == solved / len(rows)
+
+
+def test_run_goal_flag(record):
+    rate = record["game24"]["summary"]["search_lm"]["solve_rate"]
+    assert record["game24"]["goal_met"] == (rate >= bench.GAME24_GOAL)
+
+
+def test_run_blocksworld_summary_by_length(record):
+    rows = record["blocksworld"]["rows"]
+    summary = record["blocksworld"]["summary"]
+    assert set(summary) == {"lm", "uniform"}
+    lengths = {str(row["optimal_length"]) for row in rows}
+    assert set(summary["lm"]) == lengths
+    assert sum(cell["instances"] for cell in summary["lm"].values()) == len(rows)
+
+
+def test_run_record_is_json(record):
+    assert json.loads(json.dumps(record))["budget"]["num_simulations"] == SIMULATIONS
+
+
+def test_markdown_tables_have_a_row_per_method(record):
+    text = bench.markdown_tables(record)
+    assert "Game of 24, 2 solvable puzzles" in text
+    assert text.count("| search, LM prior |") == 1
+    assert "| best-of-3 sampling, same forwards |" in text
+
+
+def test_run_game24_stops_at_deadline(model):
+    rows = bench.run_game24(
+        model,
+        [(4, 9, 10, 13)],
+        {"num_simulations": 1, "batch_size": 1, "max_new_tokens": 4, "rollout": "none", "seed": 0},
+        deadline=0.0,
+    )
+    assert rows == []
