@@ -118,3 +118,12 @@ def write_record(name: str, record: dict[str, Any], out_dir: str | os.PathLike) 
 
 def utc_now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def describe_machine(machine: dict[str, Any]) -> str:
+    """Return one line naming the CPU, cores, torch threads, library versions and commit."""
+    return (
+        f"Machine: {machine['cpu_model']}, {machine['cpu_cores']} cores, torch "
+        f"{machine['torch']} ({machine['torch_threads']} threads), transformers "
+        f"{machine['transformers']}, commit {machine['git_commit']}"
+    )

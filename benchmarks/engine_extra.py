@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from benchmarks._common import (
+    describe_machine,
     load_average,
     machine_info,
     median,
@@ -494,12 +495,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     record["command"] = " ".join(["python -m benchmarks.engine_extra", *arguments])
     print(format_tables(record))
-    machine = record["machine"]
-    print(
-        f"\nMachine: {machine['cpu_model']}, {machine['cpu_cores']} cores, torch "
-        f"{machine['torch']} ({machine['torch_threads']} threads), transformers "
-        f"{machine['transformers']}, commit {machine['git_commit']}"
-    )
+    print(f"\n{describe_machine(record['machine'])}")
     if args.out:
         path = write_record("engine_extra", record, args.out)
         print(f"Record written to {path}")

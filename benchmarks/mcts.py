@@ -34,7 +34,14 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import load_average, machine_info, timed, utc_now, write_record
+from benchmarks._common import (
+    describe_machine,
+    load_average,
+    machine_info,
+    timed,
+    utc_now,
+    write_record,
+)
 from benchmarks.naive_mcts import NaiveEngine, tree_differences
 from tempo_search.models import LoadedModel, load_model
 from tempo_search.search import SearchResult, search
@@ -564,12 +571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else list(argv)
     record["command"] = " ".join(["python -m benchmarks.mcts", *arguments])
     print(format_tables(record))
-    machine = record["machine"]
-    print(
-        f"\nMachine: {machine['cpu_model']}, {machine['cpu_cores']} cores, torch "
-        f"{machine['torch']} ({machine['torch_threads']} threads), transformers "
-        f"{machine['transformers']}, commit {machine['git_commit']}"
-    )
+    print(f"\n{describe_machine(record['machine'])}")
     path = write_record("mcts", record, args.out)
     print(f"Record written to {path}")
     return 0

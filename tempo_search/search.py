@@ -890,7 +890,7 @@ class _MCTS:
             return True
 
         # 1. Candidates: subtrees off the selected paths and off the committed chain, coldest
-        #    first. A node on such a path is protected, so no candidate holds a pending leaf.
+        #    first. A node on such a path is protected, so no candidate contains a pending leaf.
         protected = {ROOT}
         for leaf in pending:
             protected.update(n.node_id for n in leaf.path)

@@ -1,4 +1,4 @@
-"""The shared tree state: one KV cache that holds a prompt and a tree of token nodes.
+"""The shared tree state: one KV cache that contains a prompt and a tree of token nodes.
 
 Every new node is forwarded at logical position `P + depth - 1` (through `position_ids`) with a
 4-D additive attention mask that shows it the prompt, its ancestors and itself. Keys are cached
