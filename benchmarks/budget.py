@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -22,6 +22,10 @@ from tempo_search.search import search
 from tempo_search.tree_state import TreeState
 
 PROMPT = "The old lighthouse keeper opened the door and"
+DEFAULT_SIMULATIONS = 10_000
+DEFAULT_MAX_NODES = 2_000
+DEFAULT_MAX_NEW_TOKENS = 64
+"""The settings of the recorded run in docs/benchmarks.md."""
 
 
 class _RecordingState(TreeState):
@@ -36,9 +40,18 @@ class _RecordingState(TreeState):
 
 
 def run_budget_check(
-    model, *, num_simulations: int, max_nodes: int, max_new_tokens: int, seed: int = 0
+    model,
+    *,
+    num_simulations: int,
+    max_nodes: int,
+    max_new_tokens: int,
+    seed: int = 0,
+    on_simulation: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Run one budgeted search and return its figures."""
+    """Run one budgeted search and return its figures.
+
+    `on_simulation` is passed to `search`: it is called with the number of simulations done.
+    """
     _RecordingState.peak_nodes = 0
     result = search(
         model,
@@ -48,6 +61,7 @@ def run_budget_check(
         max_new_tokens=max_new_tokens,
         batch_size=4,
         seed=seed,
+        on_simulation=on_simulation,
         _engine_factory=_RecordingState,
     )
     stats = result.stats
@@ -68,23 +82,48 @@ def run_budget_check(
     }
 
 
+def format_table(figures: dict[str, Any]) -> str:
+    """Return the Markdown table of one `run_budget_check` result."""
+    budget_held = "yes" if figures["budget_held"] else "NO"
+    return "\n".join(
+        [
+            "| simulations | nodes forwarded | nodes evicted | peak tree nodes | prompt tokens "
+            "| peak cache length | budget held | seconds |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {figures['simulations_done']:,} of {figures['num_simulations']:,} "
+            f"| {figures['nodes_forwarded']:,} | {figures['evicted_nodes']:,} "
+            f"| {figures['peak_tree_nodes']:,} | {figures['prompt_tokens']:,} "
+            f"| {figures['peak_cache_length']:,} | {budget_held} | {figures['seconds']:.1f} |",
+        ]
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.budget",
         description="Check that a long search keeps the KV cache under max_nodes.",
     )
     parser.add_argument("--quick", action="store_true", help="500 simulations, max_nodes 200")
-    parser.add_argument("--simulations", type=int, default=None, help="default 10,000")
-    parser.add_argument("--max-nodes", type=int, default=None, help="default 2,000")
-    parser.add_argument("--max-new-tokens", type=int, default=64, help="default 64")
+    parser.add_argument(
+        "--simulations", type=int, default=None, help=f"default {DEFAULT_SIMULATIONS:,}"
+    )
+    parser.add_argument(
+        "--max-nodes", type=int, default=None, help=f"default {DEFAULT_MAX_NODES:,}"
+    )
+    parser.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=DEFAULT_MAX_NEW_TOKENS,
+        help=f"default {DEFAULT_MAX_NEW_TOKENS}",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--model", default=None, help="model path (default: embedded SmolLM2)")
     parser.add_argument("--out", default="bench-out", help="folder of the JSON record")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(args.threads)
-    simulations = args.simulations or (500 if args.quick else 10_000)
-    max_nodes = args.max_nodes or (200 if args.quick else 2_000)
+    simulations = args.simulations or (500 if args.quick else DEFAULT_SIMULATIONS)
+    max_nodes = args.max_nodes or (200 if args.quick else DEFAULT_MAX_NODES)
 
     model = load_model(args.model)
     figures = run_budget_check(

@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -54,7 +54,13 @@ def keyword_sets(count: int) -> list[dict[str, Any]]:
 
 
 def run_one(
-    model: LoadedModel, words: list[str], variant: str, *, simulations: int, seed: int
+    model: LoadedModel,
+    words: list[str],
+    variant: str,
+    *,
+    simulations: int,
+    seed: int,
+    max_new_tokens: int = MAX_NEW_TOKENS,
 ) -> dict[str, Any]:
     """Search one keyword set with one variant; return its figures."""
     task = constraints_task(keywords=words)
@@ -66,7 +72,7 @@ def run_one(
             task=task,
             chat=True,
             num_simulations=simulations,
-            max_new_tokens=MAX_NEW_TOKENS,
+            max_new_tokens=max_new_tokens,
             seed=seed,
             **VARIANTS[variant],
         )
@@ -104,6 +110,53 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             "sets": len(rows),
         }
     return summary
+
+
+def run_coherence(
+    model: LoadedModel,
+    *,
+    num_sets: int = DEFAULT_SETS,
+    simulations: int = DEFAULT_SIMULATIONS,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    seed: int = 0,
+    on_progress: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Search the first `num_sets` keyword sets with every variant and return the section.
+
+    `on_progress` is called after each search (`num_sets * len(VARIANTS)` calls). The section
+    has `simulations`, `max_new_tokens`, `seed`, `summary` (see `summarise`) and `runs` (one
+    dict per search, see `run_one`, with the set's `set` id).
+    """
+    runs = []
+    for entry in keyword_sets(num_sets):
+        for variant in VARIANTS:
+            run = run_one(
+                model,
+                entry["words"],
+                variant,
+                simulations=simulations,
+                seed=seed,
+                max_new_tokens=max_new_tokens,
+            )
+            run["set"] = entry["id"]
+            logger.info(
+                "%s %s: coverage %.2f, %.1f s: %r",
+                entry["id"],
+                variant,
+                run["coverage"],
+                run["seconds"],
+                run["text"],
+            )
+            runs.append(run)
+            if on_progress is not None:
+                on_progress()
+    return {
+        "simulations": simulations,
+        "max_new_tokens": max_new_tokens,
+        "seed": seed,
+        "summary": summarise(runs),
+        "runs": runs,
+    }
 
 
 def format_table(summary: dict[str, dict[str, float]]) -> str:
@@ -145,35 +198,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     # One intra-op thread: the benchmark machine is shared with other jobs.
     torch.set_num_threads(1)
     model = load_model()
-    runs = []
-    for entry in keyword_sets(3 if args.quick else DEFAULT_SETS):
-        for variant in VARIANTS:
-            run = run_one(
-                model, entry["words"], variant, simulations=args.simulations, seed=args.seed
-            )
-            run["set"] = entry["id"]
-            logger.info(
-                "%s %s: coverage %.2f, %.1f s: %r",
-                entry["id"],
-                variant,
-                run["coverage"],
-                run["seconds"],
-                run["text"],
-            )
-            runs.append(run)
-    summary = summarise(runs)
+    section = run_coherence(
+        model,
+        num_sets=3 if args.quick else DEFAULT_SETS,
+        simulations=args.simulations,
+        seed=args.seed,
+    )
     record = {
         "benchmark": "coherence",
         "time": utc_now(),
         "machine": machine_info(),
-        "simulations": args.simulations,
-        "max_new_tokens": MAX_NEW_TOKENS,
-        "seed": args.seed,
-        "summary": summary,
-        "runs": runs,
+        **section,
     }
     path = write_record("coherence", record, args.out)
-    print(format_table(summary))
+    print(format_table(section["summary"]))
     print(f"record: {path}")
     return 0
 

@@ -18,7 +18,7 @@ import functools
 import logging
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -415,11 +415,14 @@ def run_benchmarks(
     simulations: Sequence[int] = DEFAULT_SIMULATIONS,
     max_nodes_values: Sequence[int | None] = DEFAULT_MAX_NODES,
     max_new_tokens: int = 32,
+    on_progress: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run the three benchmarks on `model` and return one record with the machine description.
 
     `exactness_models` defaults to the tiny models of every architecture plus `model`.
+    `on_progress` is called after each of the three benchmarks.
     """
+    progress = on_progress or (lambda: None)
     loaded = load_model(model)
     record: dict[str, Any] = {
         "benchmark": "engine_extra",
@@ -431,6 +434,7 @@ def run_benchmarks(
         exactness_models = [*tiny_models(), (loaded.name, loaded)]
     logger.info("Exactness: %d models", len(exactness_models))
     record["exactness"] = exactness(exactness_models)
+    progress()
     record["rewind_compact"] = rewind_and_compact(
         loaded,
         tree_sizes=tree_sizes,
@@ -439,12 +443,14 @@ def run_benchmarks(
         repetitions=repetitions,
         warmup=warmup,
     )
+    progress()
     record["memory"] = memory(
         loaded,
         simulations=simulations,
         max_nodes_values=max_nodes_values,
         max_new_tokens=max_new_tokens,
     )
+    progress()
     record["finished"] = utc_now()
     record["load_average_at_end"] = load_average()
     return record

@@ -40,7 +40,7 @@ import math
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any
 
@@ -225,11 +225,12 @@ def run_keywords(
     max_new_tokens: int = MAX_NEW_TOKENS,
     seed: int = SEED,
     time_limit: float | None = None,
+    on_progress: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Run the three methods on the first `num_sets` keyword sets and return the section.
 
     With `time_limit` (seconds) no new set starts once that much time has passed; the section
-    then records `num_sets_done < num_sets_requested`.
+    then records `num_sets_done < num_sets_requested`. `on_progress` is called after each set.
     """
     if isinstance(simulations, bool) or not isinstance(simulations, int) or simulations < 1:
         raise ValueError(f"simulations={simulations!r} must be a positive int, such as 60.")
@@ -288,6 +289,8 @@ def run_keywords(
             entry["id"],
             ", ".join(f"{n} {per_method[n][-1]['coverage']:.2f}" for n in METHODS),
         )
+        if on_progress is not None:
+            on_progress()
 
     done = len(per_method["MCTS"])
     methods = {

@@ -32,13 +32,15 @@ def _import_suite():
 
 def add_bench_command(subparsers) -> None:
     """Register `bench` on the `tempo-search` subparsers."""
+    suite = _import_suite()
     parser = subparsers.add_parser(
         "bench",
         help="run the benchmark suite (needs a source checkout)",
-        description="Run the benchmark suite: engine, mcts, pruning and quality. Writes one "
-        "JSON record, refreshes the tables of docs/benchmarks.md and the PNG plots.",
+        description="Run the benchmark suite. Writes one JSON record, refreshes the tables\n"
+        "of docs/benchmarks.md and the PNG plots.",
+        epilog=None if suite is None else suite.benchmarks_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    suite = _import_suite()
     if suite is not None:
         suite.add_arguments(parser)
     else:
