@@ -6,8 +6,10 @@ that uses all of these words: w1, w2, w3." goes through the chat template, and e
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
 the same fixed seed per set:
 
-- "MCTS": `search` with `constraints_task(keywords=...)`, 60 simulations in batches of 4, its
-  chosen `text`. The search stops early once a text covers every word (`stop_when_solved`).
+- "MCTS": `search` with `constraints_task(keywords=...)`, 60 simulations in batches of 4 and a
+  greedy rollout from every new node to the length limit, so each simulation scores a whole
+  text. It returns its chosen `text`, or the first text (a tree path with its rollout) that
+  covers every word, at which point it stops (`stop_when_solved`).
 - "sampling + rejection": batches of 4 samples at temperature 1 (`top_k=0`, `top_p=1`) until
   a sample covers every word or the forward budget of MCTS on that set is used. The first
   sample with full coverage is kept, else the one with the best coverage (the first on ties).
@@ -57,6 +59,10 @@ logger = logging.getLogger(__name__)
 MAX_NEW_TOKENS = 32
 MCTS_SIMULATIONS = 60
 MCTS_BATCH_SIZE = 4
+MCTS_ROLLOUT = "greedy"
+"""Rollout policy of the MCTS method; each rollout runs to `max_new_tokens`. Without rollouts
+(the setting of the first run), 60 simulations left most texts unfinished: 35 % full coverage
+on 100 sets, against 40 % for beam search with reranking."""
 ROWS_PER_FORWARD = 4
 """Rows one forward counts for: the MCTS batch size, the number of beams and of samples per batch."""
 TEMPERATURE = 1.0
@@ -132,6 +138,8 @@ def run_mcts(
         num_simulations=simulations,
         batch_size=MCTS_BATCH_SIZE,
         max_new_tokens=max_new_tokens,
+        rollout=MCTS_ROLLOUT,
+        rollout_depth=max_new_tokens,
         seed=seed,
     )
     return {
@@ -217,6 +225,68 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def _run_set(
+    loaded: LoadedModel,
+    index: int,
+    entry: dict[str, Any],
+    simulations: int,
+    max_new_tokens: int,
+    seed: int,
+) -> tuple[dict[str, dict[str, Any]], bool]:
+    """Run the three methods on one keyword set; return their rows and whether the rendered
+    chat prompt tokenizes to the ids the search used."""
+    words = entry["words"]
+    prompt = build_prompt(words)
+    prompt_ids = loaded.encode_prompt(prompt, chat=True)
+    set_seed = seed + index
+
+    # 1. The methods, interleaved on the same set; MCTS first, because it sets the budget.
+    mcts = run_mcts(
+        loaded, prompt, words, simulations=simulations, max_new_tokens=max_new_tokens, seed=set_seed
+    )
+    outputs = {
+        "MCTS": mcts,
+        "sampling + rejection": run_sampling(
+            loaded,
+            prompt_ids,
+            words,
+            budget=mcts["forward_passes"],
+            max_new_tokens=max_new_tokens,
+            seed=set_seed,
+        ),
+        "beam search + rerank": run_beam(loaded, prompt_ids, words, max_new_tokens=max_new_tokens),
+    }
+
+    # 2. Coverage and perplexity of each chosen text given the chat prompt.
+    chat_text = chat_prompt_text(loaded, prompt)
+    rendered_ids = loaded.tokenizer(chat_text, add_special_tokens=True)["input_ids"]
+    texts = [outputs[name]["text"] for name in METHODS]
+    perplexities = perplexity(loaded, prompts=[chat_text] * len(texts), texts=texts)
+    for name, value in zip(METHODS, perplexities, strict=True):
+        row = outputs[name]
+        row["set_id"] = entry["id"]
+        row["coverage"] = keyword_coverage(row["text"], words)
+        row["perplexity"] = value
+    logger.info(
+        "%s: %s", entry["id"], ", ".join(f"{n} {outputs[n]['coverage']:.2f}" for n in METHODS)
+    )
+    return outputs, list(rendered_ids) == prompt_ids
+
+
+def _run_chunk(model_arg, chunk, simulations, max_new_tokens, seed, time_limit):
+    """Worker of `run_keywords(jobs > 1)`: load the model, run `_run_set` on each (index,
+    entry) of `chunk` until `time_limit` seconds have passed."""
+    torch.set_num_threads(1)
+    loaded = load_model(model_arg)
+    start = time.perf_counter()
+    done = []
+    for index, entry in chunk:
+        if time_limit is not None and time.perf_counter() - start > time_limit:
+            break
+        done.append((index, _run_set(loaded, index, entry, simulations, max_new_tokens, seed)))
+    return done
+
+
 def run_keywords(
     loaded: LoadedModel,
     *,
@@ -226,11 +296,16 @@ def run_keywords(
     seed: int = SEED,
     time_limit: float | None = None,
     on_progress: Callable[[], None] | None = None,
+    jobs: int = 1,
+    model_arg: str | None = None,
 ) -> dict[str, Any]:
     """Run the three methods on the first `num_sets` keyword sets and return the section.
 
     With `time_limit` (seconds) no new set starts once that much time has passed; the section
     then records `num_sets_done < num_sets_requested`. `on_progress` is called after each set.
+    With `jobs` > 1 the sets are split over that many processes (joblib), each with one torch
+    thread and its own copy of the model loaded from `model_arg` (a path or None for the
+    embedded model); every method still runs on each set in the same process.
     """
     if isinstance(simulations, bool) or not isinstance(simulations, int) or simulations < 1:
         raise ValueError(f"simulations={simulations!r} must be a positive int, such as 60.")
@@ -239,58 +314,35 @@ def run_keywords(
     start = time.perf_counter()
     prompt_tokens_match = True
 
-    for index, entry in enumerate(sets):
-        if time_limit is not None and time.perf_counter() - start > time_limit:
-            logger.warning("time limit reached after %d of %d sets", index, len(sets))
-            break
-        words = entry["words"]
-        prompt = build_prompt(words)
-        prompt_ids = loaded.encode_prompt(prompt, chat=True)
-        set_seed = seed + index
+    if jobs > 1:
+        if not (model_arg is None or isinstance(model_arg, str)):
+            raise ValueError(
+                "jobs > 1 needs model_arg, a model path or None, so that workers load it."
+            )
+        from joblib import Parallel, delayed
 
-        # 1. The methods, interleaved on the same set; MCTS first, because it sets the budget.
-        mcts = run_mcts(
-            loaded,
-            prompt,
-            words,
-            simulations=simulations,
-            max_new_tokens=max_new_tokens,
-            seed=set_seed,
+        indexed = list(enumerate(sets))
+        chunks = [indexed[first::jobs] for first in range(jobs)]
+        results = Parallel(n_jobs=jobs, backend="loky")(
+            delayed(_run_chunk)(model_arg, chunk, simulations, max_new_tokens, seed, time_limit)
+            for chunk in chunks
         )
-        outputs = {
-            "MCTS": mcts,
-            "sampling + rejection": run_sampling(
-                loaded,
-                prompt_ids,
-                words,
-                budget=mcts["forward_passes"],
-                max_new_tokens=max_new_tokens,
-                seed=set_seed,
-            ),
-            "beam search + rerank": run_beam(
-                loaded, prompt_ids, words, max_new_tokens=max_new_tokens
-            ),
-        }
-
-        # 2. Coverage and perplexity of each chosen text given the chat prompt.
-        chat_text = chat_prompt_text(loaded, prompt)
-        rendered_ids = loaded.tokenizer(chat_text, add_special_tokens=True)["input_ids"]
-        prompt_tokens_match &= list(rendered_ids) == prompt_ids
-        texts = [outputs[name]["text"] for name in METHODS]
-        perplexities = perplexity(loaded, prompts=[chat_text] * len(texts), texts=texts)
-        for name, value in zip(METHODS, perplexities, strict=True):
-            row = outputs[name]
-            row["set_id"] = entry["id"]
-            row["coverage"] = keyword_coverage(row["text"], words)
-            row["perplexity"] = value
-            per_method[name].append(row)
-        logger.info(
-            "%s: %s",
-            entry["id"],
-            ", ".join(f"{n} {per_method[n][-1]['coverage']:.2f}" for n in METHODS),
-        )
-        if on_progress is not None:
-            on_progress()
+        done_sets = sorted((item for chunk in results for item in chunk), key=lambda x: x[0])
+    else:
+        done_sets = []
+        for index, entry in enumerate(sets):
+            if time_limit is not None and time.perf_counter() - start > time_limit:
+                logger.warning("time limit reached after %d of %d sets", index, len(sets))
+                break
+            done_sets.append(
+                (index, _run_set(loaded, index, entry, simulations, max_new_tokens, seed))
+            )
+            if on_progress is not None:
+                on_progress()
+    for _, (outputs, match) in done_sets:
+        prompt_tokens_match &= match
+        for name in METHODS:
+            per_method[name].append(outputs[name])
 
     done = len(per_method["MCTS"])
     methods = {
@@ -306,6 +358,7 @@ def run_keywords(
             "num_sets_done": done,
             "mcts_simulations": simulations,
             "mcts_batch_size": MCTS_BATCH_SIZE,
+            "mcts_rollout": MCTS_ROLLOUT,
             "rows_per_forward": ROWS_PER_FORWARD,
             "max_new_tokens": max_new_tokens,
             "sampling_temperature": TEMPERATURE,
@@ -376,6 +429,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--model", default=None, help="model path (default: embedded SmolLM2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="processes, each with one thread (default 1)"
+    )
     parser.add_argument("--out", default=None, help="folder for the JSON record")
     return parser.parse_args(argv)
 
@@ -389,13 +445,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         num_sets = args.sets
     loaded = load_model(args.model)
     section = run_keywords(
-        loaded, num_sets=num_sets, simulations=args.simulations, time_limit=args.time_limit
+        loaded,
+        num_sets=num_sets,
+        simulations=args.simulations,
+        time_limit=args.time_limit,
+        jobs=args.jobs,
+        model_arg=args.model,
     )
     section["goal_met"] = goal_met(section)
     sys.stdout.write(format_table(section) + "\n")
     sys.stdout.write(f"goal met: {section['goal_met']}\n")
     if args.out is not None:
-        record = {"benchmark": "keywords", "time": utc_now(), "machine": machine_info(), **section}
+        record = {
+            "benchmark": "keywords",
+            "command": "python -m benchmarks.keywords " + " ".join(sys.argv[1:]),
+            "time": utc_now(),
+            "machine": machine_info(),
+            **section,
+        }
         sys.stdout.write(f"record: {write_record('keywords', record, args.out)}\n")
     return 0
 

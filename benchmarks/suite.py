@@ -14,7 +14,9 @@ or `tempo-search bench` with the same flags. The benchmarks, in the order they r
   (`benchmarks.keywords`);
 - quality: diversity and perplexity against standard decoders (`benchmarks.quality`);
 - mcts: the shared tree state against naive re-running MCTS, time outside the model
-  (`benchmarks.mcts`).
+  (`benchmarks.mcts`);
+- tasks: Game of 24 and Blocksworld solved by the move search, against a uniform prior,
+  no rollouts and best-of-N sampling (`benchmarks.tasks`).
 
 Each runs with the sizes of `FULL` (each module's own defaults, the settings behind
 docs/benchmarks.md) or `QUICK` (`--quick`, a smoke run whose figures are not for conclusions).
@@ -32,13 +34,13 @@ Outputs:
 - PNG plots in the image folder (default: `img/` next to the doc, so `docs/img/`):
   `quality_pareto.png` and `engine_parallel_step.png`.
 
-Adding a benchmark (the `tasks` benchmark, for example) takes three edits in this file:
+Adding a benchmark takes three edits in this file:
 1. its sizes as `Budget` fields, with the module's defaults as the field defaults and small
    values in `QUICK`;
-2. a function `_run_tasks(context: RunContext) -> tuple[dict, str | dict[str, str]]` that calls
+2. a function `_run_NAME(context: RunContext) -> tuple[dict, str | dict[str, str]]` that calls
    the module with `context.model` and `context.budget`, calls `context.progress(1)` after
    each step, and returns its record and its Markdown (one string, or block name -> Markdown);
-3. one entry `"tasks": Benchmark(_run_tasks, ...)` in `REGISTRY`, at its place by cost.
+3. one entry `"NAME": Benchmark(_run_NAME, ...)` in `REGISTRY`, at its place by cost.
 Then put the block markers around the tables in docs/benchmarks.md.
 """
 
@@ -113,6 +115,10 @@ class Budget:
     keywords_sets: int = 100
     keywords_simulations: int = 60
     keywords_max_new_tokens: int = 32
+    tasks_puzzles: int = 100
+    tasks_simulations: int = 200
+    tasks_no_rollout_puzzles: int = 10
+    tasks_blocksworld_instances: int = 30
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -134,7 +140,7 @@ class Budget:
             elif name == "mcts_rollout_depth" and value is None:
                 continue
             else:
-                minimum = 0 if name.endswith("_warmup") else 1
+                minimum = 0 if name.endswith(("_warmup", "_no_rollout_puzzles")) else 1
                 if not _is_integer(value, minimum):
                     raise ValueError(
                         f"{name}={value!r} must be an integer >= {minimum}, such as "
@@ -180,6 +186,10 @@ QUICK = Budget(
     keywords_sets=3,
     keywords_simulations=20,
     keywords_max_new_tokens=16,
+    tasks_puzzles=2,
+    tasks_simulations=60,
+    tasks_no_rollout_puzzles=0,
+    tasks_blocksworld_instances=3,
 )
 
 
@@ -383,6 +393,28 @@ def _run_keywords(context: RunContext) -> tuple[dict, Tables]:
     return section, f"{caption}\n\n{keywords.format_table(section)}"
 
 
+def _run_tasks(context: RunContext) -> tuple[dict, Tables]:
+    from benchmarks import tasks
+
+    budget = context.budget
+    record = tasks.run(
+        context.model,
+        puzzles=budget.tasks_puzzles,
+        simulations=budget.tasks_simulations,
+        no_rollout_puzzles=budget.tasks_no_rollout_puzzles,
+        blocksworld_limit=budget.tasks_blocksworld_instances,
+        on_puzzle=lambda: context.progress(1),
+    )
+    return record, tasks.markdown_tables(record)
+
+
+def _tasks_steps(budget: Budget) -> int:
+    from tempo_search.tasks.blocksworld import load_instances
+
+    instances = min(budget.tasks_blocksworld_instances, len(load_instances()))
+    return budget.tasks_puzzles + instances
+
+
 def _run_quality(context: RunContext) -> tuple[dict, Tables]:
     from benchmarks import quality
 
@@ -500,8 +532,11 @@ REGISTRY: dict[str, Benchmark] = {
         "shared tree state against naive re-running MCTS, time outside the model",
         parts=("rollout", "outside"),
     ),
-    # NOTE: the puzzle benchmark (benchmarks/tasks.py, Game of 24 and Blocksworld) is not
-    # registered yet; its entry goes here, see the module docstring.
+    "tasks": Benchmark(
+        _run_tasks,
+        "Game of 24 and Blocksworld: move search (LM and uniform prior) against best-of-N",
+        steps=_tasks_steps,
+    ),
 }
 """The benchmarks of the suite, name -> runner and metadata, roughly cheapest first at full sizes."""
 

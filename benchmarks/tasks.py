@@ -1,12 +1,19 @@
 """Puzzle benchmarks: Game of 24 and Blocksworld solved by `search` on the embedded model.
 
-Game of 24 compares three methods on the same puzzles, interleaved per puzzle:
+Both run the move search (`search(..., actions="moves")`: a node per legal line, the LM's
+masked-sampling probability of each line as the prior, random legal lines from the task's
+simulator as rollouts).
 
-- `search` with the LM prior,
+Game of 24 compares four methods on the same puzzles, interleaved per puzzle:
+
+- the move search with the LM prior,
 - the same search with `prior="uniform"` (what the LM prior adds),
-- best-of-N sampling at the same forward budget: N masked samples from the prompt, advanced
-  together (one forward per step), until the forward count reaches that of the LM-prior search
-  on the same puzzle. A puzzle counts as solved when any sample satisfies the task.
+- the LM-prior search without rollouts, on the first `--no-rollout-puzzles` puzzles only
+  (what the simulator's rollouts add; it is the slowest method),
+- best-of-N sampling at the same token budget: N masked samples from the prompt (the task's
+  legal-line mask, token by token, no simulator), advanced together (one forward per step),
+  until they have forwarded as many tokens as the LM-prior search did on the same puzzle. A
+  puzzle counts as solved when any sample satisfies the task.
 
 Blocksworld runs the search on the 30 packaged instances and reports success per optimal plan
 length (2, 4, 6).
@@ -32,23 +39,22 @@ from benchmarks._common import machine_info, utc_now, write_record
 
 logger = logging.getLogger(__name__)
 
-METHODS = ("search_lm", "search_uniform", "best_of_n")
+METHODS = ("search_lm", "search_uniform", "search_lm_no_rollout", "best_of_n")
 """Game of 24 methods, in the order they run on each puzzle."""
 
 GAME24_GOAL = 0.90
 """Target share of Game of 24 puzzles solved by the LM-prior search."""
 
-# Budgets. 60 simulations, batch 4, 96 new tokens and no rollout are the settings the project
-# chose for these puzzles, not tuned. 8 samples is the search's `max_width` default, so one
-# sampling step forwards about as many tokens as one expansion of one leaf.
-# NOTE: a Game of 24 answer in the task's step format is about 74 SmolLM2 tokens, and without
-# rollouts each simulation deepens the tree by at most one token, so 60 simulations (and the
-# sampling at the same forward count) cannot write a whole answer. Pass --simulations for more.
-DEFAULT_SIMULATIONS = 60
+# Budgets, chosen by hand on 12 puzzles and not tuned: 200 simulations in batches of 4 with the
+# move search's defaults (16 random rollouts per new node, widening open by the 8th visit).
+# 8 samples advance together in best-of-N. 96 new tokens bound a sampled answer (a Game of 24
+# answer in the step format is about 74 SmolLM2 tokens).
+DEFAULT_SIMULATIONS = 200
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_MAX_NEW_TOKENS = 96
 DEFAULT_NUM_SAMPLES = 8
 DEFAULT_PUZZLES = 100
+DEFAULT_NO_ROLLOUT_PUZZLES = 10
 QUICK_PUZZLES = 5
 
 
@@ -60,6 +66,7 @@ class SamplingResult:
         solved: some sample satisfied the task.
         samples: samples finished (end-of-sequence, task finished, dead end or length limit).
         forward_passes: model forwards, prefill included.
+        tokens_forwarded: tokens forwarded after the prefill.
         seconds: wall time.
         text: the first satisfying sample, or "".
     """
@@ -67,6 +74,7 @@ class SamplingResult:
     solved: bool
     samples: int
     forward_passes: int
+    tokens_forwarded: int
     seconds: float
     text: str
 
@@ -76,13 +84,15 @@ def best_of_n(
     task,
     *,
     num_samples: int = DEFAULT_NUM_SAMPLES,
-    forward_budget: int,
+    forward_budget: int | None = None,
+    token_budget: int | None = None,
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
     temperature: float = 1.0,
     seed: int = 0,
 ) -> SamplingResult:
     """Sample `num_samples` masked completions of `task.prompt` in parallel until
-    `forward_budget` forwards (prefill included) are spent or a sample satisfies the task.
+    `forward_budget` forwards (prefill included) or `token_budget` tokens (prefill excluded)
+    are spent, or a sample satisfies the task. Give at least one budget.
 
     Every step applies `task.allowed_tokens` to each row and samples at `temperature`; the
     active rows are forwarded together in one `TreeState.expand`. A row whose sample finishes
@@ -95,15 +105,16 @@ def best_of_n(
         raise ValueError(
             f"num_samples={num_samples!r} must be an integer of at least 1, such as 8."
         )
-    if (
-        isinstance(forward_budget, bool)
-        or not isinstance(forward_budget, int)
-        or forward_budget < 1
-    ):
-        raise ValueError(
-            f"forward_budget={forward_budget!r} must be an integer of at least 1, such as the "
-            "search's stats.forward_passes."
-        )
+    for name, budget in (("forward_budget", forward_budget), ("token_budget", token_budget)):
+        if budget is not None and (
+            isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+        ):
+            raise ValueError(
+                f"{name}={budget!r} must be an integer of at least 1, such as the search's "
+                f"stats.{'forward_passes' if name == 'forward_budget' else 'tokens_forwarded'}."
+            )
+    if forward_budget is None and token_budget is None:
+        raise ValueError("best_of_n needs a budget; pass forward_budget or token_budget.")
     if not temperature > 0:
         raise ValueError(f"temperature={temperature!r} must be above 0, such as 1.0.")
     model = load_model(model)
@@ -126,7 +137,14 @@ def best_of_n(
     samples = 0
     solution = ""
     idle_steps = 0
-    while state.forward_passes < forward_budget and not solution:
+    prefill = state.tokens_forwarded
+
+    def within_budget() -> bool:
+        if forward_budget is not None and state.forward_passes >= forward_budget:
+            return False
+        return token_budget is None or state.tokens_forwarded - prefill < token_budget
+
+    while within_budget() and not solution:
         rows, parents, picks = [], [], []
         for row in range(num_samples):
             generated = tokens[row]
@@ -169,6 +187,7 @@ def best_of_n(
         solved=bool(solution),
         samples=samples,
         forward_passes=state.forward_passes,
+        tokens_forwarded=state.tokens_forwarded - prefill,
         seconds=time.perf_counter() - start,
         text=solution,
     )
@@ -184,14 +203,17 @@ def game24_sample(count: int, *, seed: int = 0) -> list[tuple[int, ...]]:
     return [tuple(puzzle.numbers) for puzzle in random.Random(seed).sample(solvable, count)]
 
 
-def _search_row(model, task, budget: dict[str, Any], prior: str) -> dict[str, Any]:
+def _search_row(model, task, budget: dict[str, Any], prior: str, **options) -> dict[str, Any]:
     from tempo_search.search import search
 
-    result = search(model, task=task, prior=prior, **budget)
+    settings = {k: v for k, v in budget.items() if k != "max_new_tokens"}
+    result = search(model, task=task, prior=prior, actions="moves", **{**settings, **options})
     return {
         "solved": bool(result.solved),
         "seconds": result.stats.seconds,
         "forward_passes": result.stats.forward_passes,
+        "tokens_forwarded": result.stats.tokens_forwarded - result.stats.prompt_tokens,
+        "simulations": result.stats.simulations,
         "stopped_by": result.stats.stopped_by,
         "text": result.text,
     }
@@ -203,10 +225,13 @@ def run_game24(
     budget: dict[str, Any],
     *,
     num_samples: int = DEFAULT_NUM_SAMPLES,
+    no_rollout_puzzles: int = DEFAULT_NO_ROLLOUT_PUZZLES,
     deadline: float | None = None,
+    on_puzzle=None,
 ) -> list[dict[str, Any]]:
-    """Run the three methods on each puzzle, interleaved; stop before a puzzle that would
-    start after `deadline` (a `time.perf_counter` value). Returns one row per puzzle."""
+    """Run the methods on each puzzle, interleaved (the search without rollouts on the first
+    `no_rollout_puzzles` only); stop before a puzzle that would start after `deadline` (a
+    `time.perf_counter` value). Returns one row per puzzle."""
     from tempo_search.tasks.game24 import Game24Task
 
     rows = []
@@ -220,24 +245,30 @@ def run_game24(
             model,
             Game24Task(numbers),
             num_samples=num_samples,
-            forward_budget=lm["forward_passes"],
+            token_budget=max(1, lm["tokens_forwarded"]),
             max_new_tokens=budget["max_new_tokens"],
             seed=budget["seed"],
         )
-        rows.append(
-            {
-                "numbers": list(numbers),
-                "search_lm": lm,
-                "search_uniform": uniform,
-                "best_of_n": {
-                    "solved": sampled.solved,
-                    "seconds": sampled.seconds,
-                    "forward_passes": sampled.forward_passes,
-                    "samples": sampled.samples,
-                    "text": sampled.text,
-                },
-            }
-        )
+        row = {
+            "numbers": list(numbers),
+            "search_lm": lm,
+            "search_uniform": uniform,
+            "best_of_n": {
+                "solved": sampled.solved,
+                "seconds": sampled.seconds,
+                "forward_passes": sampled.forward_passes,
+                "tokens_forwarded": sampled.tokens_forwarded,
+                "samples": sampled.samples,
+                "text": sampled.text,
+            },
+        }
+        if index < no_rollout_puzzles:
+            row["search_lm_no_rollout"] = _search_row(
+                model, Game24Task(numbers), budget, "lm", rollout="none"
+            )
+        rows.append(row)
+        if on_puzzle is not None:
+            on_puzzle()
         logger.info(
             "24 %s: lm %s, uniform %s, best-of-%d %s",
             numbers,
@@ -249,8 +280,52 @@ def run_game24(
     return rows
 
 
+def _game24_chunk(model_arg, puzzles, budget, num_samples, no_rollout_puzzles, max_seconds):
+    """Worker of `_run_game24_jobs`: load the model and run `run_game24` on `puzzles`, a list
+    of (index, numbers)."""
+    from tempo_search.models import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(model_arg)
+    deadline = None if max_seconds is None else time.perf_counter() + max_seconds
+    rows = []
+    for index, numbers in puzzles:
+        if deadline is not None and time.perf_counter() >= deadline:
+            break
+        # The search without rollouts runs on the puzzles with the lowest indices.
+        (row,) = run_game24(
+            model,
+            [numbers],
+            budget,
+            num_samples=num_samples,
+            no_rollout_puzzles=1 if index < no_rollout_puzzles else 0,
+        )
+        rows.append((index, row))
+    return rows
+
+
+def _run_game24_jobs(model, sample, budget, num_samples, no_rollout_puzzles, max_seconds, jobs):
+    from joblib import Parallel, delayed
+
+    if not (model is None or isinstance(model, str)):
+        raise ValueError("jobs > 1 needs the model as a path or None, so that workers load it.")
+    indexed = list(enumerate(sample))
+    chunks = [indexed[start::jobs] for start in range(jobs)]
+    results = Parallel(n_jobs=jobs, backend="loky")(
+        delayed(_game24_chunk)(model, chunk, budget, num_samples, no_rollout_puzzles, max_seconds)
+        for chunk in chunks
+    )
+    ordered = sorted((pair for chunk in results for pair in chunk), key=lambda pair: pair[0])
+    return [row for _, row in ordered]
+
+
 def run_blocksworld(
-    model, budget: dict[str, Any], priors: Sequence[str], *, limit: int | None = None
+    model,
+    budget: dict[str, Any],
+    priors: Sequence[str],
+    *,
+    limit: int | None = None,
+    on_instance=None,
 ) -> list[dict[str, Any]]:
     """Search each packaged instance (the first `limit`, all when None) with each prior."""
     from tempo_search.tasks.blocksworld import BlocksworldTask, load_instances
@@ -261,6 +336,8 @@ def run_blocksworld(
         for prior in priors:
             row[prior] = _search_row(model, BlocksworldTask(instance), budget, prior)
         rows.append(row)
+        if on_instance is not None:
+            on_instance()
     return rows
 
 
@@ -268,13 +345,16 @@ def summarize_game24(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, floa
     """Solve rate, mean seconds and mean forward passes per method."""
     summary = {}
     for method in METHODS:
-        cells = [row[method] for row in rows]
+        cells = [row[method] for row in rows if method in row]
+        if not cells:
+            continue
         summary[method] = {
             "puzzles": len(cells),
             "solved": sum(cell["solved"] for cell in cells),
             "solve_rate": _mean([float(cell["solved"]) for cell in cells]),
             "mean_seconds": _mean([cell["seconds"] for cell in cells]),
             "mean_forward_passes": _mean([cell["forward_passes"] for cell in cells]),
+            "mean_tokens_forwarded": _mean([cell["tokens_forwarded"] for cell in cells]),
         }
     return summary
 
@@ -303,9 +383,10 @@ def _mean(values: Sequence[float]) -> float:
 
 
 _LABELS = {
-    "search_lm": "search, LM prior",
-    "search_uniform": "search, uniform prior",
-    "best_of_n": "best-of-{n} sampling, same forwards",
+    "search_lm": "move search, LM prior",
+    "search_uniform": "move search, uniform prior",
+    "search_lm_no_rollout": "move search, LM prior, no rollouts",
+    "best_of_n": "best-of-N masked sampling ({n} at a time), same tokens",
 }
 
 
@@ -315,17 +396,21 @@ def markdown_tables(record: dict[str, Any]) -> str:
     game = record["game24"]["summary"]
     count = game["search_lm"]["puzzles"]
     lines = [
-        f"Game of 24, {count} solvable puzzles:",
+        f"Game of 24, {count} solvable puzzles (the search without rollouts: the first "
+        f"{game.get('search_lm_no_rollout', {}).get('puzzles', 0)}):",
         "",
-        "| method | solved | solve rate | mean seconds | mean forward passes |",
-        "|---|---:|---:|---:|---:|",
+        "| method | solved | solve rate | mean seconds | mean forward passes "
+        "| mean tokens forwarded |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for method in METHODS:
-        cell = game[method]
+        cell = game.get(method)
+        if cell is None:
+            continue
         lines.append(
             f"| {_LABELS[method].format(n=n)} | {cell['solved']}/{cell['puzzles']} "
             f"| {100 * cell['solve_rate']:.0f} % | {cell['mean_seconds']:.2f} "
-            f"| {cell['mean_forward_passes']:.1f} |"
+            f"| {cell['mean_forward_passes']:.1f} | {cell['mean_tokens_forwarded']:.0f} |"
         )
     blocks = record["blocksworld"]["summary"]
     lines += [
@@ -355,24 +440,56 @@ def run(
     num_samples: int = DEFAULT_NUM_SAMPLES,
     blocksworld_priors: Sequence[str] = ("lm", "uniform"),
     blocksworld_limit: int | None = None,
+    no_rollout_puzzles: int = DEFAULT_NO_ROLLOUT_PUZZLES,
     max_seconds: float | None = None,
     seed: int = 0,
+    on_puzzle=None,
+    jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run both benchmarks and return the JSON record (without the machine description)."""
+    """Run both benchmarks and return the JSON record (without the machine description).
+
+    `on_puzzle`, when given, is called after each Game of 24 puzzle and Blocksworld instance.
+    With `jobs` > 1 the Game of 24 puzzles are split over that many processes (joblib), each
+    with one torch thread and its own copy of `model` (a path or None); every method still runs
+    on each puzzle in the same process, one after the other.
+    """
     budget = {
         "num_simulations": simulations,
         "batch_size": batch_size,
         "max_new_tokens": max_new_tokens,
-        "rollout": "none",
         "seed": seed,
     }
     deadline = None if max_seconds is None else time.perf_counter() + max_seconds
     sample = game24_sample(puzzles, seed=seed)
-    game_rows = run_game24(model, sample, budget, num_samples=num_samples, deadline=deadline)
-    block_rows = run_blocksworld(model, budget, blocksworld_priors, limit=blocksworld_limit)
+    if jobs > 1:
+        game_rows = _run_game24_jobs(
+            model, sample, budget, num_samples, no_rollout_puzzles, max_seconds, jobs
+        )
+    else:
+        game_rows = run_game24(
+            model,
+            sample,
+            budget,
+            num_samples=num_samples,
+            no_rollout_puzzles=no_rollout_puzzles,
+            deadline=deadline,
+            on_puzzle=on_puzzle,
+        )
+    if jobs > 1:
+        from tempo_search.models import load_model
+
+        model = load_model(model)
+    block_rows = run_blocksworld(
+        model, budget, blocksworld_priors, limit=blocksworld_limit, on_instance=on_puzzle
+    )
     game_summary = summarize_game24(game_rows)
     return {
-        "budget": {**budget, "num_samples": num_samples},
+        "budget": {
+            **budget,
+            "actions": "moves",
+            "num_samples": num_samples,
+            "no_rollout_puzzles": no_rollout_puzzles,
+        },
         "game24": {
             "puzzles_requested": puzzles,
             "puzzles_run": len(game_rows),
@@ -397,6 +514,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--simulations", type=int, default=DEFAULT_SIMULATIONS)
     parser.add_argument("--samples", type=int, default=DEFAULT_NUM_SAMPLES, help="best-of-N rows")
     parser.add_argument(
+        "--no-rollout-puzzles",
+        type=int,
+        default=None,
+        help=f"puzzles also searched without rollouts ({DEFAULT_NO_ROLLOUT_PUZZLES}; 1 with --quick)",
+    )
+    parser.add_argument(
         "--blocksworld-priors", default="lm,uniform", help="comma-separated priors (lm,uniform)"
     )
     parser.add_argument(
@@ -406,6 +529,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="start no new Game of 24 puzzle after this many seconds",
     )
     parser.add_argument("--model", default=None, help="model path; default the embedded SmolLM2")
+    parser.add_argument(
+        "--jobs", type=int, default=1, help="processes for the Game of 24 puzzles (1)"
+    )
     parser.add_argument("--out", default="bench-out", help="folder of the JSON record")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -418,13 +544,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     model = load_model(args.model)
     started = utc_now()
     record = run(
-        model,
+        model if args.jobs <= 1 else args.model,
         puzzles=puzzles,
         simulations=args.simulations,
         num_samples=args.samples,
         blocksworld_priors=priors,
         blocksworld_limit=6 if args.quick else None,
+        no_rollout_puzzles=(
+            args.no_rollout_puzzles
+            if args.no_rollout_puzzles is not None
+            else (1 if args.quick else DEFAULT_NO_ROLLOUT_PUZZLES)
+        ),
         max_seconds=args.max_seconds,
+        jobs=args.jobs,
     )
     record = {
         "benchmark": "tasks",

@@ -393,8 +393,24 @@ def _add_search(subparsers) -> None:
     parser.set_defaults(handler=_run_search)
 
 
-def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: int) -> None:
+def _add_search_arguments(
+    parser: argparse.ArgumentParser, *, max_new_tokens: int, moves: bool = False
+) -> None:
     _add_model_arguments(parser)
+    if moves:
+        parser.add_argument(
+            "--actions",
+            choices=("moves", "tokens"),
+            default="moves",
+            help="moves: a tree node per legal line, ranked by the LM; tokens: a node per "
+            "token under the legal-move mask (default: moves)",
+        )
+        parser.add_argument(
+            "--rollouts",
+            type=int,
+            default=None,
+            help="random rollouts per new node with --actions moves (default: 16)",
+        )
     parser.add_argument(
         "--simulations",
         type=int,
@@ -412,16 +428,18 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: in
     )
     parser.add_argument(
         "--widening",
-        default="1.0,0.25,0.05,0.01",
+        default=None,
         metavar="P0,P1,P2,P3",
         help="Bezier control points of the prior a child needs to be admitted, from a new node "
-        "to a node with 32 visits; probabilities in [0, 1] (default: 1.0,0.25,0.05,0.01)",
+        "to a node with 32 visits; probabilities in [0, 1] (default: 1.0,0.25,0.05,0.01; with "
+        "--actions moves, 0.5,0.05,0,0 over 8 visits)",
     )
     parser.add_argument(
         "--max-width",
         type=int,
-        default=8,
-        help="maximum number of children of one node (default: 8)",
+        default=None,
+        help="maximum number of children of one node (default: 8; every legal line with "
+        "--actions moves)",
     )
     parser.add_argument(
         "--batch-size",
@@ -431,9 +449,10 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, max_new_tokens: in
     )
     parser.add_argument(
         "--rollout",
-        choices=("none", "greedy", "sample"),
-        default="none",
-        help="rollout policy from new nodes (default: none)",
+        choices=("none", "greedy", "sample", "random"),
+        default=None,
+        help="rollout policy from new nodes: none, greedy or sample tokens, or random legal "
+        "lines with --actions moves (default: none; random with --actions moves)",
     )
     parser.add_argument(
         "--rollout-depth", type=int, default=8, help="tokens per rollout (default: 8)"
@@ -600,6 +619,8 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
             batch_size=args.batch_size,
             rollout=args.rollout,
             rollout_depth=args.rollout_depth,
+            num_rollouts=getattr(args, "rollouts", None),
+            actions=getattr(args, "actions", "tokens"),
             max_depth=args.max_depth,
             max_new_tokens=args.max_new_tokens,
             commit=args.commit,
@@ -698,22 +719,23 @@ def _add_solve(subparsers) -> None:
     parser = subparsers.add_parser(
         "solve",
         help="solve a puzzle (Game of 24, Countdown, Blocksworld) with the search",
-        description="Solve a puzzle: the task proposes only legal moves at every node, the LM "
-        "ranks them, and an exact verifier checks the answer. Exit code 1 when no solution "
-        "was found within the budget.",
+        description="Solve a puzzle: the task proposes the legal moves at every node, the LM "
+        "ranks them, random legal moves played to the end estimate each node's value, and an "
+        "exact verifier checks the answer. Exit code 1 when no solution was found within the "
+        "budget.",
     )
     puzzles = parser.add_subparsers(dest="puzzle", required=True, parser_class=_Parser)
 
     game24 = puzzles.add_parser("game24", help="reach 24 with four numbers from 1 to 13")
     game24.add_argument("numbers", help='four numbers from 1 to 13, such as "4 9 10 13"')
-    _add_search_arguments(game24, max_new_tokens=96)
+    _add_search_arguments(game24, max_new_tokens=96, moves=True)
 
     countdown = puzzles.add_parser("countdown", help="reach a target from a set of numbers")
     countdown.add_argument(
         "--numbers", required=True, help='the numbers, such as "25 50 75 100 3 6"'
     )
     countdown.add_argument("--target", required=True, type=int, help="the number to reach")
-    _add_search_arguments(countdown, max_new_tokens=160)
+    _add_search_arguments(countdown, max_new_tokens=160, moves=True)
 
     blocks = puzzles.add_parser("blocksworld", help="find a plan that stacks blocks as asked")
     blocks.add_argument("file", nargs="?", default=None, help="instance JSON file")
@@ -723,7 +745,7 @@ def _add_solve(subparsers) -> None:
     blocks.add_argument(
         "--steps", type=int, default=4, help="plan length of generated instances (default: 4)"
     )
-    _add_search_arguments(blocks, max_new_tokens=160)
+    _add_search_arguments(blocks, max_new_tokens=160, moves=True)
     parser.set_defaults(handler=_run_solve)
 
 

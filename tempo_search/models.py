@@ -415,7 +415,9 @@ def _converted_default_model(cache_root: Path) -> Path:
     if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
         return folder
     gguf_path = default_gguf_path()
-    logger.info("Converting %s to %s (about 20 s on a 2-core CPU, done once)", gguf_path.name, folder)
+    logger.info(
+        "Converting %s to %s (about 20 s on a 2-core CPU, done once)", gguf_path.name, folder
+    )
 
     # 1. Load and de-quantize the GGUF weights.
     loaded = _from_gguf(gguf_path.parent, gguf_path.name, torch.float32, "sdpa")

@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 
 COMMIT_MODES = ("once", "step")
 PRIORS = ("lm", "uniform")
+ACTIONS = ("tokens", "moves")
+MOVE_MAX_WIDTH = 512
+"""Default `max_width` of the move search: above the legal lines of any node of the shipped
+puzzles (a Game of 24 start has at most 12 ordered pairs times 4 operations), so every line can
+be opened."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class SearchConfig:
     seed: int = 0
     coherence: PruneConfig | None = None
     prune_children: bool = False
+    actions: str = "tokens"
 
     def __post_init__(self) -> None:
         for name in ("c_puct", "temperature", "top_p", "virtual_loss"):
@@ -135,6 +141,11 @@ class SearchConfig:
         if self.prune_children and self.coherence is None:
             raise ValueError(
                 "prune_children=True needs the attention settings; pass coherence=PruneConfig()."
+            )
+        if self.actions not in ACTIONS:
+            raise ValueError(
+                f"actions={self.actions!r} is not supported; pass 'tokens' (a node per token) or "
+                "'moves' (a node per legal line of a puzzle task)."
             )
         if self.uses_coherence and self.value.likelihood <= 0:
             raise ValueError(
@@ -254,11 +265,12 @@ def search(
     num_simulations: int = 200,
     c_puct: float = DEFAULT_C_PUCT,
     selection: str = "puct",
-    widening: Schedule | Sequence[float] | str = DEFAULT_WIDENING_SCHEDULE,
-    max_width: int = 8,
+    widening: Schedule | Sequence[float] | str | None = None,
+    max_width: int | None = None,
     batch_size: int = 4,
-    rollout: str | RolloutConfig = "none",
+    rollout: str | RolloutConfig | None = None,
     rollout_depth: int = 8,
+    num_rollouts: int | None = None,
     value: ValueWeights | None = None,
     max_depth: int | None = None,
     max_new_tokens: int = 32,
@@ -276,9 +288,10 @@ def search(
     on_simulation: Callable[[int], None] | None = None,
     coherence: PruneConfig | None = None,
     prune_children: bool = False,
+    actions: str = "tokens",
     _engine_factory: Callable[..., Any] | None = None,
 ) -> SearchResult:
-    """Search for a continuation of `prompt` with MCTS over tokens.
+    """Search for a continuation of `prompt` with MCTS over tokens, or over a puzzle's moves.
 
     Args:
         model: the object from `load_model`, a model path, or None for the default model.
@@ -290,14 +303,20 @@ def search(
         selection: "puct", "uct", or "gumbel" (Gumbel noise at the root, PUCT below).
         widening: progressive-widening schedule: the prior a child needs to be admitted, as a
             function of the node's visit count (a `BezierSchedule`, four control points, or a
-            string "p0,p1,p2,p3").
-        max_width: most children of one node.
+            string "p0,p1,p2,p3"). None means `DEFAULT_WIDENING_SCHEDULE`, or
+            `move_search.DEFAULT_MOVE_WIDENING` with `actions="moves"`.
+        max_width: most children of one node; None means 8 with `actions="tokens"` and
+            `MOVE_MAX_WIDTH` (every legal line of the shipped puzzles) with `actions="moves"`.
         batch_size: leaves selected per iteration (with a virtual loss) and expanded in one
             forward pass.
-        rollout: "none", "greedy" or "sample", or a `RolloutConfig`.
+        rollout: "none", "greedy" or "sample", or a `RolloutConfig` (default "none"); with
+            `actions="moves"`, "random" (random legal lines played by the task's simulator,
+            the default) or "none".
         rollout_depth: tokens per rollout when `rollout` is a string.
+        num_rollouts: random rollouts per new node with `actions="moves"`; None means
+            `move_search.DEFAULT_MOVE_ROLLOUTS`. Token searches run one rollout per node.
         value: weights of the value parts (likelihood, coherence, reward); default
-            `ValueWeights()`.
+            `ValueWeights()`, or `move_search.DEFAULT_MOVE_VALUE` with `actions="moves"`.
         max_depth: deepest node below the current root; None means `max_new_tokens`.
         max_new_tokens: most generated tokens on any path.
         commit: "once" (one deep search, return the best path) or "step" (search, commit
@@ -322,6 +341,11 @@ def search(
             only when `value.coherence > 0` or `prune_children`, and then only from the
             layers of `coherence.layers`; otherwise the search is the same as with None.
         prune_children: prune children whose coherence falls below `coherence.floor`.
+        actions: "tokens" (a tree node per token, any task) or "moves" (a tree node per legal
+            line of a `MoveTask` such as Game of 24 or Blocksworld: the task proposes the lines,
+            the LM ranks them; see `tempo_search.move_search`). With "moves", `max_width`,
+            `widening` and `max_depth` count lines, and `commit`, `max_nodes`, coherence,
+            `logits_processors`, `top_p` and the "uct"/"gumbel" rules are not available.
 
     Coherence (with `coherence` given and in use):
         A node's attention score is the mean attention, over the configured layers (deeper
@@ -346,6 +370,10 @@ def search(
     Ctrl-C stops the search and returns the best result so far with `interrupted=True`.
     """
     model = load_model(model)
+    if widening is None:
+        from tempo_search.move_search import DEFAULT_MOVE_WIDENING
+
+        widening = DEFAULT_MOVE_WIDENING if actions == "moves" else DEFAULT_WIDENING_SCHEDULE
     if not hasattr(widening, "at_visits"):
         try:
             if isinstance(widening, str):
@@ -360,6 +388,33 @@ def search(
                 f"widening={widening!r} is invalid ({error}); pass four control points in "
                 '[0, 1], such as (1.0, 0.25, 0.05, 0.01) or "1.0,0.25,0.05,0.01".'
             ) from None
+    if max_width is None:
+        max_width = MOVE_MAX_WIDTH if actions == "moves" else 8
+    move_rollout = None
+    if num_rollouts is not None and actions != "moves":
+        raise ValueError(
+            f"num_rollouts={num_rollouts!r} is only used with actions='moves'; token searches "
+            "run one rollout per node, so leave num_rollouts=None."
+        )
+    if actions == "moves":
+        from tempo_search.move_search import DEFAULT_MOVE_ROLLOUTS
+
+        move_rollout = _move_rollout(rollout)
+        if num_rollouts is None:
+            num_rollouts = DEFAULT_MOVE_ROLLOUTS
+        _check_int("num_rollouts", num_rollouts, 1, "such as 16")
+        rollout = RolloutConfig()
+        if value is None:
+            from tempo_search.move_search import DEFAULT_MOVE_VALUE
+
+            value = DEFAULT_MOVE_VALUE
+    elif rollout is None:
+        rollout = "none"
+    elif rollout == "random":
+        raise ValueError(
+            "rollout='random' plays random legal lines and needs actions='moves' with a puzzle "
+            "task; with actions='tokens' pass 'none', 'greedy' or 'sample'."
+        )
     if isinstance(rollout, str):
         rollout = RolloutConfig(kind=rollout, depth=rollout_depth)
     config = SearchConfig(
@@ -384,7 +439,10 @@ def search(
         seed=seed,
         coherence=coherence,
         prune_children=prune_children,
+        actions=actions,
     )
+    if actions == "moves":
+        _check_move_options(config, task, logits_processors)
     if coherence is not None and not config.uses_coherence:
         logger.warning(
             "coherence is given but value.coherence is 0 and prune_children is False, so no "
@@ -395,6 +453,20 @@ def search(
         if prompt is None:
             raise ValueError("prompt is missing; pass a prompt or a task that has one.")
     prompt_ids = model.encode_prompt(prompt, chat=chat)
+    if actions == "moves":
+        from tempo_search.generate import check_position_ids
+        from tempo_search.move_search import MoveSearch
+
+        # NOTE: only the prompt is checked against the context length; a move path grows by
+        # whole lines, bounded by the task (4 lines for Game of 24).
+        model.check_context(len(prompt_ids), 1)
+        check_position_ids(model)
+        task.bind(model.tokenizer, model.vocab_size)
+        engine = (_engine_factory or TreeState)(model.model, prompt_ids)
+        search_moves = MoveSearch(
+            model, prompt_ids, config, task, engine, move_rollout, num_rollouts
+        )
+        return search_moves.run(on_simulation)
     model.check_context(len(prompt_ids), max_new_tokens)
     if max_nodes is not None and max_nodes < max_width:
         raise ValueError(
@@ -410,6 +482,47 @@ def search(
     engine = engine_factory(model.model, prompt_ids)
     mcts = _MCTS(model, prompt_ids, config, task, engine, list(logits_processors or []))
     return mcts.run(on_simulation)
+
+
+def _move_rollout(rollout: Any) -> str:
+    from tempo_search.move_search import MOVE_ROLLOUTS
+
+    if rollout is None:
+        return "random"
+    if rollout not in MOVE_ROLLOUTS:
+        raise ValueError(
+            f"rollout={rollout!r} is not supported with actions='moves'; pass 'random' (random "
+            "legal lines from the task's simulator) or 'none'."
+        )
+    return rollout
+
+
+def _check_move_options(config: SearchConfig, task: Any, logits_processors) -> None:
+    """Reject the options the move search does not implement, naming each one."""
+    from tempo_search.tasks.base import MoveTask
+
+    if not isinstance(task, MoveTask):
+        raise ValueError(
+            f"actions='moves' needs a task that proposes legal lines (Game24Task, CountdownTask, "
+            f"BlocksworldTask or another MoveTask), got task={task!r}; pass such a task or "
+            "actions='tokens'."
+        )
+    unsupported = {
+        "commit": (config.commit != "once", "'once'"),
+        "max_nodes": (config.max_nodes is not None, "None"),
+        "coherence": (config.coherence is not None, "None"),
+        "prune_children": (config.prune_children, "False"),
+        "top_p": (config.top_p != 1.0, "1.0"),
+        "selection": (config.selection != "puct", "'puct'"),
+        "logits_processors": (bool(logits_processors), "None"),
+    }
+    for name, (used, default) in unsupported.items():
+        if used:
+            value = logits_processors if name == "logits_processors" else getattr(config, name)
+            raise ValueError(
+                f"{name}={value!r} is not available with actions='moves'; pass {name}={default} "
+                "or actions='tokens'."
+            )
 
 
 @dataclass
@@ -840,6 +953,10 @@ class _MCTS:
             generator=self.generator,
             allowed_mask=allowed,
             max_tokens=room,
+            # A rollout ends where the path reaches max_new_tokens, as a tree path does.
+            limits=[
+                self.config.max_new_tokens - len(children[owner][1].token_ids()) for owner in owners
+            ],
         )
         self.model_seconds += time.perf_counter() - began
         self.rollout_tokens += self.engine.tokens_forwarded - before

@@ -28,6 +28,7 @@ from benchmarks import (  # noqa: E402
     pruning,
     quality,
     suite,
+    tasks,
 )
 
 _DOC = Path(_REPOSITORY) / "docs" / "benchmarks.md"
@@ -63,6 +64,10 @@ TINY_BUDGET = suite.Budget(
     keywords_sets=1,
     keywords_simulations=2,
     keywords_max_new_tokens=3,
+    tasks_puzzles=1,
+    tasks_simulations=2,
+    tasks_no_rollout_puzzles=0,
+    tasks_blocksworld_instances=1,
 )
 
 # Every block of every benchmark, each with an old body that a run must replace. The tiny
@@ -95,13 +100,17 @@ def suite_run(tmp_path_factory):
     doc = folder / "benchmarks.md"
     doc.write_text(DOC_TEXT, encoding="utf-8")
     threads = torch.get_num_threads()
+    model = tiny_model("llama")
+    # The puzzle prompts are longer than the tiny config's 256 positions; rotary positions
+    # have no built-in limit (as in tests/test_benchmarks_tasks.py).
+    model.model.config.max_position_embeddings = 1024
     try:
         path = suite.run_suite(
             only=suite.BENCHMARKS,
             quick=True,
             out=folder / "out",
             threads=1,
-            model=tiny_model("llama"),
+            model=model,
             budget=TINY_BUDGET,
             doc=doc,
             command="pytest",
@@ -355,6 +364,9 @@ FULL_DEFAULTS = [
     ("keywords_sets", keywords.FULL_SETS),
     ("keywords_simulations", keywords.MCTS_SIMULATIONS),
     ("keywords_max_new_tokens", keywords.MAX_NEW_TOKENS),
+    ("tasks_puzzles", tasks.DEFAULT_PUZZLES),
+    ("tasks_simulations", tasks.DEFAULT_SIMULATIONS),
+    ("tasks_no_rollout_puzzles", tasks.DEFAULT_NO_ROLLOUT_PUZZLES),
 ]
 
 

@@ -33,6 +33,7 @@ def record(model):
         num_samples=3,
         blocksworld_priors=("lm", "uniform"),
         blocksworld_limit=2,
+        no_rollout_puzzles=1,
     )
 
 
@@ -60,31 +61,54 @@ def test_best_of_n_spends_the_forward_budget(model):
     assert result.samples >= 1
 
 
+def test_best_of_n_spends_the_token_budget(model):
+    result = bench.best_of_n(
+        model, Game24Task((4, 9, 10, 13)), num_samples=3, token_budget=10, max_new_tokens=4
+    )
+    # Rows of 3 tokens per forward: the fourth forward passes the budget of 10.
+    assert result.tokens_forwarded == 12
+
+
 def test_best_of_n_rejects_bad_budget(model):
     with pytest.raises(ValueError, match="forward_budget=0"):
         bench.best_of_n(model, Game24Task((4, 9, 10, 13)), forward_budget=0)
 
 
+def test_best_of_n_needs_a_budget(model):
+    with pytest.raises(ValueError, match="needs a budget"):
+        bench.best_of_n(model, Game24Task((4, 9, 10, 13)))
+
+
 def test_run_game24_rows_have_every_method(record):
     rows = record["game24"]["rows"]
-    assert len(rows) == 2
-    for row in rows:
-        assert set(bench.METHODS) <= set(row)
+    assert all(set(bench.METHODS) <= set(row) for row in rows[:1])
 
 
-def test_run_best_of_n_matches_search_forwards(record):
-    # Sampling stops at the LM-prior search's forward count (or earlier when it solves).
+def test_run_game24_no_rollout_search_only_on_first_puzzles(record):
+    rows = record["game24"]["rows"]
+    assert ["search_lm_no_rollout" in row for row in rows] == [True, False]
+
+
+def test_run_best_of_n_stops_near_search_tokens(record):
+    # Sampling stops once it has forwarded the LM-prior search's tokens (one step of 3 rows
+    # at most past them), or earlier when it solves.
     for row in record["game24"]["rows"]:
-        assert row["best_of_n"]["forward_passes"] <= row["search_lm"]["forward_passes"]
+        limit = max(1, row["search_lm"]["tokens_forwarded"]) + 3
+        assert row["best_of_n"]["tokens_forwarded"] <= limit
+
+
+def test_run_search_uses_moves(record):
+    assert record["budget"]["actions"] == "moves"
 
 
 def test_run_summary_counts(record):
     summary = record["game24"]["summary"]
     rows = record["game24"]["rows"]
     for method in bench.METHODS:
-        solved = sum(row[method]["solved"] for row in rows)
+        cells = [row[method] for row in rows if method in row]
+        solved = sum(cell["solved"] for cell in cells)
         assert summary[method]["solved"] == solved
-        assert summary[method]["solve_rate"] == solved / len(rows)
+        assert summary[method]["solve_rate"] == solved / len(cells)
 
 
 def test_run_goal_flag(record):
@@ -108,15 +132,15 @@ def test_run_record_is_json(record):
 def test_markdown_tables_have_a_row_per_method(record):
     text = bench.markdown_tables(record)
     assert "Game of 24, 2 solvable puzzles" in text
-    assert text.count("| search, LM prior |") == 1
-    assert "| best-of-3 sampling, same forwards |" in text
+    assert text.count("| move search, LM prior |") == 1
+    assert "| best-of-N masked sampling (3 at a time), same tokens |" in text
 
 
 def test_run_game24_stops_at_deadline(model):
     rows = bench.run_game24(
         model,
         [(4, 9, 10, 13)],
-        {"num_simulations": 1, "batch_size": 1, "max_new_tokens": 4, "rollout": "none", "seed": 0},
+        {"num_simulations": 1, "batch_size": 1, "max_new_tokens": 4, "seed": 0},
         deadline=0.0,
     )
     assert rows == []

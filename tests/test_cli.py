@@ -25,6 +25,18 @@ def model_dir(tmp_path_factory) -> str:
     return str(folder)
 
 
+@pytest.fixture(scope="module")
+def puzzle_model_dir(tmp_path_factory) -> str:
+    """The tiny Llama with room for the puzzle prompts (about 460 tokens; rotary positions
+    have no built-in limit)."""
+    folder = tmp_path_factory.mktemp("tiny-llama-puzzles")
+    loaded = tiny_model("llama")
+    loaded.model.config.max_position_embeddings = 1024
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
     """Run `main(argv)` and return the exit code, stdout and stderr.
 
@@ -434,3 +446,54 @@ def test_search_unsatisfied_constraint_exits_1(model_dir, capsys):
     assert data["solved"] is False
     assert data["task"]["constraints"]
     assert data["stats"]["simulations"] <= 8
+
+
+def test_solve_game24_json_verified(puzzle_model_dir, capsys):
+    code, out, _ = run_cli(
+        ["solve", "game24", "1 2 3 4", "--model", puzzle_model_dir, "--json"], capsys
+    )
+    data = json.loads(out)
+    assert code == 0
+    assert data["solved"] is True
+    assert data["verified"] is True
+
+
+def test_solve_game24_answer_uses_each_number(puzzle_model_dir, capsys):
+    from tempo_search.tasks.game24 import verify_game24
+
+    _, out, _ = run_cli(
+        ["solve", "game24", "1 2 3 4", "--model", puzzle_model_dir, "--json"], capsys
+    )
+    assert verify_game24([1, 2, 3, 4], f"Answer: {json.loads(out)['answer']}").correct
+
+
+def test_solve_blocksworld_generated_text_output(puzzle_model_dir, capsys):
+    code, out, _ = run_cli(
+        [
+            "solve", "blocksworld", "--generate", "1", "--steps", "2",
+            "--model", puzzle_model_dir,
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 0
+    assert "verified=True" in out
+
+
+def test_solve_token_actions_budget_too_small_exits_1(puzzle_model_dir, capsys):
+    code, out, _ = run_cli(
+        [
+            "solve", "game24", "1 2 3 4", "--model", puzzle_model_dir, "--actions", "tokens",
+            "--simulations", "4", "--json",
+        ],
+        capsys,
+    )  # fmt: skip
+    assert code == 1
+    assert json.loads(out)["solved"] is False
+
+
+def test_solve_rollouts_zero_exits_2(puzzle_model_dir, capsys):
+    code, _, err = run_cli(
+        ["solve", "game24", "1 2 3 4", "--model", puzzle_model_dir, "--rollouts", "0"], capsys
+    )
+    assert code == 2
+    assert "num_rollouts=0" in err

@@ -421,6 +421,26 @@ CLI_ROWS = [
         _tiny("solve", "blocksworld"),
         ("FILE", "--generate", "neither"),
     ),
+    CliRow(
+        "solve-moves-rollout-greedy",
+        _tiny("solve", "game24", "4 9 10 13", "--rollout", "greedy"),
+        ("rollout='greedy'", "actions='moves'", "'random'"),
+    ),
+    CliRow(
+        "solve-moves-commit-step",
+        _tiny("solve", "game24", "4 9 10 13", "--commit", "step"),
+        ("commit='step'", "actions='moves'", "commit='once'"),
+    ),
+    CliRow(
+        "solve-rollouts-0",
+        _tiny("solve", "game24", "4 9 10 13", "--rollouts", "0"),
+        ("num_rollouts=0", "such as 16"),
+    ),
+    CliRow(
+        "solve-tokens-rollout-random",
+        _tiny("solve", "game24", "4 9 10 13", "--actions", "tokens", "--rollout", "random"),
+        ("rollout='random'", "actions='moves'", "'greedy'"),
+    ),
 ]
 
 
@@ -461,6 +481,24 @@ API_ROWS = [
         "search(model, None)",
         ValueError,
         ("prompt is missing",),
+    ),
+    ApiRow(
+        "api-actions-unknown",
+        "search(model, 'the cat', actions='lines')",
+        ValueError,
+        ("actions='lines'", "'tokens'", "'moves'"),
+    ),
+    ApiRow(
+        "api-moves-without-move-task",
+        "search(model, 'the cat', actions='moves', task=tasks.Keywords(['cat']))",
+        ValueError,
+        ("actions='moves' needs a task", "actions='tokens'"),
+    ),
+    ApiRow(
+        "api-num-rollouts-with-tokens",
+        "search(model, 'the cat', num_rollouts=4)",
+        ValueError,
+        ("num_rollouts=4", "actions='moves'"),
     ),
     ApiRow(
         "api-chat-empty-list",

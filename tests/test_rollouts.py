@@ -255,6 +255,30 @@ def test_rollout_max_tokens_caps_appended_nodes(tree):
         assert 1 <= len(result.token_ids) < 8
 
 
+def test_rollout_limits_cap_each_rollout(tree):
+    state, _, logits = tree
+    results = run_rollouts(
+        state,
+        [(0, logits[0]), (1, logits[1])],
+        RolloutConfig("greedy", depth=8),
+        eos_token_ids=set(),
+        limits=[2, 5],
+    )
+    assert [len(r.token_ids) for r in results] == [2, 5]
+
+
+def test_rollout_at_limit_counts_as_finished(tree):
+    state, _, logits = tree
+    (result,) = run_rollouts(
+        state,
+        [(0, logits[0])],
+        RolloutConfig("greedy", depth=8),
+        eos_token_ids=set(),
+        limits=[3],
+    )
+    assert result.finished
+
+
 def test_rollout_none_does_nothing(tree):
     state, _, logits = tree
     passes = state.forward_passes

@@ -618,3 +618,22 @@ def test_search_config_rejects_bool_simulations():
 def test_search_config_rejects_rollout_kind():
     with pytest.raises(ValueError, match="rollout='foo'"):
         SearchConfig(rollout=RolloutConfig(kind="foo"))
+
+
+def test_search_rollouts_stay_within_max_new_tokens(llama, monkeypatch):
+    import tempo_search.search as search_module
+
+    lengths = []
+    original = search_module.run_rollouts
+
+    def recording(state, starts, *args, **kwargs):
+        results = original(state, starts, *args, **kwargs)
+        for (node_id, _), result in zip(starts, results, strict=True):
+            lengths.append(state.depth(node_id) + len(result.token_ids))
+        return results
+
+    monkeypatch.setattr(search_module, "run_rollouts", recording)
+    search(
+        llama, "the cat", num_simulations=8, rollout="greedy", rollout_depth=32, max_new_tokens=6
+    )
+    assert max(lengths) == 6

@@ -69,6 +69,7 @@ def run_rollouts(
     generator: torch.Generator | None = None,
     allowed_mask: Callable[[int, list[int]], torch.Tensor | None] | None = None,
     max_tokens: int | None = None,
+    limits: Sequence[int] | None = None,
 ) -> list[RolloutResult]:
     """Roll every start node forward together, then rewind the cache.
 
@@ -81,6 +82,9 @@ def run_rollouts(
         allowed_mask: `(start_index, rollout_token_ids) -> [vocab_size] bool or None`, the
             task's constraint at each rollout step.
         max_tokens: most tokens appended in all (a node budget); rollouts stop early at it.
+        limits: most tokens each rollout may add (the length left under the search's
+            `max_new_tokens`); a rollout that reaches its limit counts as finished, as a tree
+            node at that length is terminal. None for `config.depth` only.
     """
     results = [RolloutResult([], 0.0, False) for _ in starts]
     if not config.enabled or not starts:
@@ -97,6 +101,9 @@ def run_rollouts(
             active, parents, picks = [], [], []
             for index, row in enumerate(logits):
                 if finished[index] or row is None:
+                    continue
+                if limits is not None and len(tokens[index]) >= limits[index]:
+                    finished[index] = True
                     continue
                 token, log_prob = _pick(row, config, generator, _mask(allowed_mask, index, tokens))
                 if token is None:
