@@ -405,7 +405,7 @@ def _run_tasks(context: RunContext) -> tuple[dict, Tables]:
         blocksworld_limit=budget.tasks_blocksworld_instances,
         on_puzzle=lambda: context.progress(1),
     )
-    return record, tasks.markdown_tables(record)
+    return record, tasks.markdown_blocks(record)
 
 
 def _tasks_steps(budget: Budget) -> int:
@@ -536,6 +536,7 @@ REGISTRY: dict[str, Benchmark] = {
         _run_tasks,
         "Game of 24 and Blocksworld: move search (LM and uniform prior) against best-of-N",
         steps=_tasks_steps,
+        parts=("blocksworld",),
     ),
 }
 """The benchmarks of the suite, name -> runner and metadata, roughly cheapest first at full sizes."""

@@ -392,6 +392,16 @@ _LABELS = {
 
 def markdown_tables(record: dict[str, Any]) -> str:
     """Format the Game of 24 and Blocksworld tables of `record` as Markdown."""
+    blocks = markdown_blocks(record)
+    return blocks["tasks"] + "\n" + blocks["tasks.blocksworld"]
+
+
+def markdown_blocks(record: dict[str, Any]) -> dict[str, str]:
+    """Return the doc blocks of `record`: "tasks" (Game of 24) and "tasks.blocksworld"."""
+    return {"tasks": _game24_table(record), "tasks.blocksworld": _blocksworld_table(record)}
+
+
+def _game24_table(record: dict[str, Any]) -> str:
     n = record["budget"]["num_samples"]
     game = record["game24"]["summary"]
     count = game["search_lm"]["puzzles"]
@@ -412,9 +422,12 @@ def markdown_tables(record: dict[str, Any]) -> str:
             f"| {100 * cell['solve_rate']:.0f} % | {cell['mean_seconds']:.2f} "
             f"| {cell['mean_forward_passes']:.1f} | {cell['mean_tokens_forwarded']:.0f} |"
         )
+    return "\n".join(lines) + "\n"
+
+
+def _blocksworld_table(record: dict[str, Any]) -> str:
     blocks = record["blocksworld"]["summary"]
-    lines += [
-        "",
+    lines = [
         "Blocksworld, packaged instances by optimal plan length:",
         "",
         "| prior | optimal length | solved | success rate | mean seconds | mean forward passes |",

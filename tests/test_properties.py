@@ -492,11 +492,14 @@ def test_search_values_widths_cache_consistent(arguments):
         assert stats.nodes == len(nodes)
 
 
-def expected_value(model: LoadedModel, prompt_ids: list[int], node: SearchNode, depth: int):
+def expected_value(
+    model: LoadedModel, prompt_ids: list[int], node: SearchNode, depth: int, max_new_tokens: int
+):
     """Likelihood value of the node's path plus a greedy rollout, from plain forward passes.
 
     A node that is not terminal gets a rollout of up to `depth` tokens (the last one picked
-    from logits without a forward), which stops after an end-of-sequence token.
+    from logits without a forward) that stops after an end-of-sequence token or where the
+    path reaches `max_new_tokens`.
     """
     path = node.token_ids()
     sum_log_prob = 0.0
@@ -505,7 +508,7 @@ def expected_value(model: LoadedModel, prompt_ids: list[int], node: SearchNode, 
         sum_log_prob += float(log_probs[token])
     generated = list(path)
     if not node.is_terminal:
-        for _ in range(depth):
+        for _ in range(min(depth, max_new_tokens - len(path))):
             log_probs = torch.log_softmax(plain_logits(model, prompt_ids + generated), dim=-1)
             token = int(torch.argmax(log_probs))
             generated.append(token)
@@ -547,7 +550,7 @@ def test_greedy_rollout_value_exact(
     for node in iter_nodes(result.tree):
         if node is result.tree:
             continue
-        expected = expected_value(model, prompt_ids, node, rollout_depth)
+        expected = expected_value(model, prompt_ids, node, rollout_depth, max_new_tokens)
         assert math.isclose(node.value, expected, abs_tol=ATOL), (node, expected)
 
 
