@@ -261,3 +261,23 @@ def test_move_search_rejects_task_without_moves(model):
 def test_search_rejects_unknown_actions(model):
     with pytest.raises(ValueError, match="actions='lines'"):
         search(model, "Write", actions="lines", num_simulations=2)
+
+
+def test_move_search_tree_renders_lines(model):
+    from tempo_search.tree import render_tree
+
+    task = Game24Task([1, 2, 3, 4])
+    result = search(model, task=task, actions="moves", num_simulations=4, rollout="none")
+    # The renderer shows spaces as "␣" so that token boundaries stay visible.
+    first_line = result.tree.children[0].text.strip().replace(" ", "\u2423")
+    assert first_line in render_tree(result.tree, max_depth=2)
+
+
+def test_move_search_tree_round_trips_json(model, tmp_path):
+    from tempo_search.tree import load_tree_json, save_tree_json
+
+    task = Game24Task([1, 2, 3, 4])
+    result = search(model, task=task, actions="moves", num_simulations=4, rollout="none")
+    save_tree_json(result.tree, tmp_path / "tree.json")
+    loaded = load_tree_json(tmp_path / "tree.json")
+    assert [c.text for c in loaded.children] == [c.text for c in result.tree.children]
