@@ -455,7 +455,11 @@ def _add_search_arguments(
         "lines with --actions moves (default: none; random with --actions moves)",
     )
     parser.add_argument(
-        "--rollout-depth", type=int, default=8, help="tokens per rollout (default: 8)"
+        "--rollout-depth",
+        type=int,
+        default=8,
+        help="tokens per greedy or sampled rollout; random move rollouts run to the end of the "
+        "puzzle (default: 8)",
     )
     parser.add_argument(
         "--max-new-tokens",
@@ -488,7 +492,11 @@ def _add_search_arguments(
     parser.add_argument(
         "--temperature", type=float, default=1.0, help="temperature of the prior (default: 1.0)"
     )
-    parser.add_argument("--chat", action="store_true", help="encode the prompt as a chat message")
+    parser.add_argument(
+        "--chat",
+        action="store_true",
+        help="encode the prompt as a chat message (puzzles always use their own chat prompt)",
+    )
     parser.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     parser.add_argument(
         "--tree",
@@ -500,8 +508,8 @@ def _add_search_arguments(
         "--prior",
         choices=("lm", "uniform"),
         default="lm",
-        help="lm: the model's probabilities; uniform: equal priors over allowed tokens "
-        "(default: lm)",
+        help="lm: the model's probabilities; uniform: equal priors over the allowed tokens, or "
+        "over the legal lines with --actions moves (default: lm)",
     )
     parser.add_argument(
         "--coherence-weight",
@@ -549,7 +557,8 @@ def _add_search_arguments(
         "--threshold-schedule",
         default=None,
         metavar="SPEC",
-        help="the selection (progressive-widening) threshold over a node's visits, 0 to 32, in "
+        help="the selection (progressive-widening) threshold over a node's visits (0 to 32, or "
+        "0 to 8 with --actions moves), in "
         "place of --widening: 'bezier:P0,P1,P2,P3' or 'flat:START,END,FLAT_FRACTION'; "
         "probabilities in [0, 1]",
     )
@@ -743,7 +752,10 @@ def _add_solve(subparsers) -> None:
         "--generate", type=int, default=None, metavar="N", help="solve N generated instances"
     )
     blocks.add_argument(
-        "--steps", type=int, default=4, help="plan length of generated instances (default: 4)"
+        "--steps",
+        type=int,
+        default=4,
+        help="optimal plan length of generated instances, an even number (default: 4)",
     )
     _add_search_arguments(blocks, max_new_tokens=160, moves=True)
     parser.set_defaults(handler=_run_solve)
@@ -794,13 +806,24 @@ def _run_solve(args: argparse.Namespace) -> int:
         }
         records.append(record)
         if not args.json:
-            verdict = "solved" if solved else "no solution found"
-            sys.stdout.write(f"{label}: {verdict}\n{result.text.strip()}\n")
             stats = result.stats
+            verdict = "solved" if solved else "no solution found"
+            searched_all = (
+                getattr(args, "actions", "tokens") == "moves"
+                and args.max_width is None
+                and args.max_depth is None
+            )
+            if not solved and stats.stopped_by == "exhausted" and searched_all:
+                verdict = "no solution exists: every legal line was searched"
+            sys.stdout.write(f"{label}: {verdict}\n{result.text.strip()}\n")
+            if report.get("num_actions") is not None:
+                # A Blocksworld plan: its lines are printed above, so give its length instead.
+                summary = f"{report['num_actions']} actions (optimal {report['optimal_length']})"
+            else:
+                summary = f"answer={record['answer']!r}"
             sys.stdout.write(
-                f"verified={record['verified']} answer={record['answer']!r}; "
-                f"{stats.simulations} simulations, {stats.forward_passes} forward passes, "
-                f"{stats.seconds:.1f} s\n\n"
+                f"verified={record['verified']} {summary}; {stats.simulations} simulations, "
+                f"{stats.forward_passes} forward passes, {stats.seconds:.1f} s\n\n"
             )
         if result.interrupted:
             break

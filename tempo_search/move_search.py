@@ -22,6 +22,10 @@ Expanding a node is a parallel-token step over the trie of its legal lines:
 Leaves of one batch share both passes. Every token is forwarded once; a line that is never
 admitted costs only its shared prefix.
 
+NOTE: the cache keeps every forwarded line, since the move search has no `max_nodes` eviction.
+A task with many lines per node (Countdown with six numbers has about 120) grows a cache of
+tens of thousands of entries in 200 simulations, and each forward slows down with it.
+
 The value of a new child is `ValueWeights.combine` of the path's likelihood (the geometric mean
 of its line priors), no coherence, and a reward. The reward is the verifier's when the text is
 finished. Otherwise it is the mean reward of `num_rollouts` rollouts, which play random legal

@@ -497,3 +497,23 @@ def test_solve_rollouts_zero_exits_2(puzzle_model_dir, capsys):
     )
     assert code == 2
     assert "num_rollouts=0" in err
+
+
+def test_solve_unsolvable_game24_says_every_line_searched(puzzle_model_dir, capsys):
+    code, out, _ = run_cli(
+        ["solve", "game24", "1 1 1 1", "--model", puzzle_model_dir, "--simulations", "2000"],
+        capsys,
+    )
+    assert code == 1
+    assert "no solution exists: every legal line was searched" in out
+
+
+def test_solve_blocksworld_text_gives_plan_length(puzzle_model_dir, capsys):
+    _, out, _ = run_cli(
+        [
+            "solve", "blocksworld", "--generate", "1", "--steps", "2",
+            "--model", puzzle_model_dir,
+        ],
+        capsys,
+    )  # fmt: skip
+    assert "(optimal 2)" in out
