@@ -71,7 +71,14 @@ FULL_SETS = 100
 QUICK_SETS = 5
 PROMPT_TEMPLATE = "Write one sentence that uses all of these words: {words}."
 
-METHODS = ("MCTS", "sampling + rejection", "beam search + rerank")
+METHODS = (
+    "MCTS",
+    "sampling + rejection",
+    "beam search + rerank",
+    "beam search + rerank, same forwards",
+)
+MAX_BEAMS = 64
+"""Most beams of the wide beam search, to bound its memory on long MCTS budgets."""
 
 
 def load_keyword_sets(count: int) -> list[dict[str, Any]]:
@@ -99,9 +106,15 @@ def chat_prompt_text(loaded: LoadedModel, prompt: str) -> str:
 
 
 def _generate_rows(
-    loaded: LoadedModel, prompt_ids: list[int], *, max_new_tokens: int, **options: Any
+    loaded: LoadedModel,
+    prompt_ids: list[int],
+    *,
+    max_new_tokens: int,
+    rows: int = ROWS_PER_FORWARD,
+    **options: Any,
 ) -> tuple[list[str], int]:
-    """Run `model.generate` on 4 rows and return `(texts, forwards)`, forwards = new tokens."""
+    """Run `model.generate` on `rows` rows and return `(texts, forwards)`, with forwards =
+    `rows * steps / 4` (new tokens times rows, in forwards of 4 rows)."""
     input_ids = torch.tensor([prompt_ids], device=loaded.device)
     eos = sorted(loaded.eos_token_ids)
     with torch.no_grad():
@@ -110,7 +123,7 @@ def _generate_rows(
             attention_mask=torch.ones_like(input_ids),
             max_new_tokens=max_new_tokens,
             min_new_tokens=1,
-            num_return_sequences=ROWS_PER_FORWARD,
+            num_return_sequences=rows,
             pad_token_id=eos[0] if eos else 0,
             eos_token_id=eos or None,
             **options,
@@ -205,6 +218,31 @@ def run_beam(
     return {"text": texts[best], "forward_passes": forwards, "beams": len(texts)}
 
 
+def run_wide_beam(
+    loaded: LoadedModel,
+    prompt_ids: list[int],
+    words: Sequence[str],
+    *,
+    budget: int,
+    max_new_tokens: int,
+) -> dict[str, Any]:
+    """Beam search with as many beams as the forward `budget` pays for over `max_new_tokens`
+    steps (`budget * 4 / max_new_tokens`, from 4 to `MAX_BEAMS`), all returned and reranked."""
+    beams = max(ROWS_PER_FORWARD, min(MAX_BEAMS, round(budget * ROWS_PER_FORWARD / max_new_tokens)))
+    texts, forwards = _generate_rows(
+        loaded,
+        prompt_ids,
+        max_new_tokens=max_new_tokens,
+        rows=beams,
+        num_beams=beams,
+        do_sample=False,
+        early_stopping=True,
+    )
+    coverages = [keyword_coverage(text, words) for text in texts]
+    best = max(range(len(texts)), key=lambda i: (coverages[i], -i))
+    return {"text": texts[best], "forward_passes": forwards, "beams": beams}
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -255,6 +293,13 @@ def _run_set(
             seed=set_seed,
         ),
         "beam search + rerank": run_beam(loaded, prompt_ids, words, max_new_tokens=max_new_tokens),
+        "beam search + rerank, same forwards": run_wide_beam(
+            loaded,
+            prompt_ids,
+            words,
+            budget=mcts["forward_passes"],
+            max_new_tokens=max_new_tokens,
+        ),
     }
 
     # 2. Coverage and perplexity of each chosen text given the chat prompt.
