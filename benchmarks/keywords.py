@@ -15,6 +15,9 @@ the same fixed seed per set:
   sample with full coverage is kept, else the one with the best coverage (the first on ties).
 - "beam search + rerank": `num_beams=4, num_return_sequences=4`, the beam with the best
   coverage (the higher-ranked beam on ties).
+- "beam search + rerank, same forwards": the same with as many beams as the MCTS forwards on
+  that set pay for over `max_new_tokens` steps (`forwards * 4 / max_new_tokens`, 4 to
+  `MAX_BEAMS`), every beam returned and reranked. Early stopping can end it below the budget.
 
 Forward accounting. One forward is one model call over at most 4 rows with one new token each,
 the shape of an MCTS expansion with `batch_size=4`. MCTS reports its own count
