@@ -274,7 +274,7 @@ def _run_set(
     max_new_tokens: int,
     seed: int,
 ) -> tuple[dict[str, dict[str, Any]], bool]:
-    """Run the three methods on one keyword set; return their rows and whether the rendered
+    """Run the methods on one keyword set; return their rows and whether the rendered
     chat prompt tokenizes to the ids the search used."""
     words = entry["words"]
     prompt = build_prompt(words)
@@ -347,7 +347,7 @@ def run_keywords(
     jobs: int = 1,
     model_arg: str | None = None,
 ) -> dict[str, Any]:
-    """Run the three methods on the first `num_sets` keyword sets and return the section.
+    """Run the methods on the first `num_sets` keyword sets and return the section.
 
     With `time_limit` (seconds) no new set starts once that much time has passed; the section
     then records `num_sets_done < num_sets_requested`. `on_progress` is called after each set.
