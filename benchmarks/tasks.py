@@ -47,8 +47,8 @@ GAME24_GOAL = 0.90
 
 # Budgets, chosen by hand on 12 puzzles and not tuned: 200 simulations in batches of 4 with the
 # move search's defaults (16 random rollouts per new node, widening open by the 8th visit).
-# 8 samples advance together in best-of-N. 96 new tokens bound a sampled answer (a Game of 24
-# answer in the step format is about 74 SmolLM2 tokens).
+# 8 samples advance together in best-of-N. 96 new tokens bound a sample (a worked Game of 24
+# solution in the step format is about 74 SmolLM2 tokens).
 DEFAULT_SIMULATIONS = 200
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_MAX_NEW_TOKENS = 96
@@ -229,9 +229,10 @@ def run_game24(
     deadline: float | None = None,
     on_puzzle=None,
 ) -> list[dict[str, Any]]:
-    """Run the methods on each puzzle, interleaved (the search without rollouts on the first
-    `no_rollout_puzzles` only); stop before a puzzle that would start after `deadline` (a
-    `time.perf_counter` value). Returns one row per puzzle."""
+    """Run the methods on each puzzle, one after the other, and return one row per puzzle.
+
+    The search without rollouts runs on the first `no_rollout_puzzles` puzzles only. No puzzle
+    starts after `deadline` (a `time.perf_counter` value)."""
     from tempo_search.tasks.game24 import Game24Task
 
     rows = []

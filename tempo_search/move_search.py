@@ -235,25 +235,15 @@ class MoveSearch:
     # ------------------------------------------------------------------ select
 
     def _select_batch(self, count: int) -> list[_Leaf]:
-        leaves: list[_Leaf] = []
-        claimed: set[int] = set()
-        for _ in range(count):
-            leaf = self._select_one(claimed)
-            if leaf is None:
-                break
-            for node in leaf.path:
-                node.virtual_loss += 1
-            if leaf.score or leaf.open_lines:
-                claimed.add(leaf.node.node_id)
-            leaves.append(leaf)
-        for leaf in leaves:
-            for node in leaf.path:
-                node.virtual_loss -= 1
-        return leaves
+        from tempo_search.search import select_batch
+
+        return select_batch(
+            self._select_one, count, lambda leaf: leaf.score or bool(leaf.open_lines)
+        )
 
     def _select_one(self, claimed: set[int]) -> _Leaf | None:
-        # A descent that ends in a node with nothing left to try marks it exhausted and
-        # starts again from the root; each restart marks one more node, so this ends.
+        # A descent that ends in a node with nothing left to try marks it exhausted, and the
+        # selection starts again from the root. Each restart marks one more node, so it ends.
         while not self.root.exhausted:
             leaf = self._descend(claimed)
             if leaf is not _RESTART:

@@ -457,8 +457,8 @@ def search(
         from tempo_search.generate import check_position_ids
         from tempo_search.move_search import MoveSearch
 
-        # NOTE: only the prompt is checked against the context length; a move path grows by
-        # whole lines, bounded by the task (4 lines for Game of 24).
+        # NOTE: only the prompt is checked against the context length. A move path grows by
+        # whole lines, and only the task bounds their number (4 lines for Game of 24).
         model.check_context(len(prompt_ids), 1)
         check_position_ids(model)
         task.bind(model.tokenizer, model.vocab_size)
@@ -648,21 +648,7 @@ class _MCTS:
     # ------------------------------------------------------------------ select
 
     def _select_batch(self, count: int) -> list[_Leaf]:
-        leaves: list[_Leaf] = []
-        claimed: set[int] = set()
-        for _ in range(count):
-            leaf = self._select_one(claimed)
-            if leaf is None:
-                break
-            for node in leaf.path:
-                node.virtual_loss += 1
-            if leaf.new_tokens:
-                claimed.add(leaf.node.node_id)
-            leaves.append(leaf)
-        for leaf in leaves:
-            for node in leaf.path:
-                node.virtual_loss -= 1
-        return leaves
+        return select_batch(self._select_one, count, lambda leaf: bool(leaf.new_tokens))
 
     def _select_one(self, claimed: set[int]) -> _Leaf | None:
         node = self.current_root
@@ -1167,6 +1153,30 @@ class _MCTS:
         return self.tokenizer.decode(
             token_ids, skip_special_tokens=True, clean_up_tokenization_spaces=False
         )
+
+
+def select_batch(select_one: Callable, count: int, expands: Callable) -> list:
+    """Select up to `count` leaves, each under the virtual loss of those selected before it.
+
+    `select_one(claimed)` returns a leaf (with `node` and `path`) or None, skipping the node ids
+    in `claimed`. A leaf for which `expands(leaf)` is true claims its node, so one batch never
+    expands a node twice. The virtual loss is removed again before returning.
+    """
+    leaves = []
+    claimed: set[int] = set()
+    for _ in range(count):
+        leaf = select_one(claimed)
+        if leaf is None:
+            break
+        for node in leaf.path:
+            node.virtual_loss += 1
+        if expands(leaf):
+            claimed.add(leaf.node.node_id)
+        leaves.append(leaf)
+    for leaf in leaves:
+        for node in leaf.path:
+            node.virtual_loss -= 1
+    return leaves
 
 
 def _subtree(root: SearchNode):

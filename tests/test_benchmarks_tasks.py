@@ -84,7 +84,7 @@ def test_run_game24_rows_have_every_method(record):
     assert all(set(bench.METHODS) <= set(row) for row in rows[:1])
 
 
-def test_run_game24_no_rollout_search_only_on_first_puzzles(record):
+def test_run_no_rollout_search_first_puzzle(record):
     rows = record["game24"]["rows"]
     assert ["search_lm_no_rollout" in row for row in rows] == [True, False]
 
