@@ -6,10 +6,13 @@ that uses all of these words: w1, w2, w3." goes through the chat template, and e
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
 the same fixed seed per set:
 
-- "MCTS": `search` with `constraints_task(keywords=...)`, 60 simulations in batches of 4 and a
-  greedy rollout from every new node to the length limit, so each simulation scores a whole
-  text. It returns its chosen `text`, or the first text (a tree path with its rollout) that
-  covers every word, at which point it stops (`stop_when_solved`).
+- "MCTS": `search` with `constraints_task(keywords=...)`, 250 simulations in batches of 4, the
+  keyword guide at its default share (`search.DEFAULT_GUIDE`: the prior mixes in the LM's
+  probabilities of the tokens that start a missing word) and a greedy rollout from every new
+  node to the length limit, so each simulation scores a whole text. A child on its parent's
+  rollout takes the rest of that rollout at no forward. The search spends its whole budget
+  (`stop_when_solved=False`) and returns the most likely text (mean token log-probability) that
+  covers every word, or its most visited path when none does.
 - "sampling + rejection": batches of 4 samples at temperature 1 (`top_k=0`, `top_p=1`) until
   a sample covers every word or the forward budget of MCTS on that set is used. The first
   sample with full coverage is kept, else the one with the best coverage (the first on ties).
@@ -60,7 +63,9 @@ from tempo_search.tasks.constraints import constraints_task
 logger = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 32
-MCTS_SIMULATIONS = 60
+MCTS_SIMULATIONS = 250
+"""Simulations of the MCTS method. On keyword sets 11 to 30, 150 simulations reached full
+coverage on every set at mean perplexity 2.38 and 250 at 2.21 (the first runs used 60)."""
 MCTS_BATCH_SIZE = 4
 MCTS_ROLLOUT = "greedy"
 """Rollout policy of the MCTS method; each rollout runs to `max_new_tokens`. Without rollouts
@@ -80,8 +85,9 @@ METHODS = (
     "beam search + rerank",
     "beam search + rerank, same forwards",
 )
-MAX_BEAMS = 64
-"""Most beams of the wide beam search, to bound its memory on long MCTS budgets."""
+MAX_BEAMS = 128
+"""Most beams of the wide beam search, to bound its memory on long MCTS budgets (above the
+about 80 beams that 250 MCTS simulations pay for)."""
 
 
 def load_keyword_sets(count: int) -> list[dict[str, Any]]:
@@ -156,6 +162,7 @@ def run_mcts(
         max_new_tokens=max_new_tokens,
         rollout=MCTS_ROLLOUT,
         rollout_depth=max_new_tokens,
+        stop_when_solved=False,
         seed=seed,
     )
     return {
@@ -356,7 +363,7 @@ def run_keywords(
     embedded model); every method still runs on each set in the same process.
     """
     if isinstance(simulations, bool) or not isinstance(simulations, int) or simulations < 1:
-        raise ValueError(f"simulations={simulations!r} must be a positive int, such as 60.")
+        raise ValueError(f"simulations={simulations!r} must be a positive int, such as 250.")
     sets = load_keyword_sets(num_sets)
     per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in METHODS}
     start = time.perf_counter()

@@ -53,11 +53,25 @@ class RolloutConfig:
 @dataclass(frozen=True)
 class RolloutResult:
     """One rollout: `token_ids` added after the start node, their summed log-probability
-    under the model, and whether it ended with end-of-sequence."""
+    under the model, whether it ended (end-of-sequence or its length limit), and the
+    log-probability of each token (`[len(token_ids)]`)."""
 
     token_ids: list[int]
     sum_log_prob: float
     finished: bool
+    log_probs: tuple[float, ...] = ()
+
+    def after_first(self) -> RolloutResult:
+        """The rest of this rollout once its first token is a tree node: a rollout of that node
+        with the same policy (the first token's log-probability removed)."""
+        if not self.token_ids or len(self.log_probs) != len(self.token_ids):
+            raise ValueError("after_first() needs a rollout with tokens and their log_probs")
+        return RolloutResult(
+            self.token_ids[1:],
+            self.sum_log_prob - self.log_probs[0],
+            self.finished,
+            self.log_probs[1:],
+        )
 
 
 def run_rollouts(
@@ -91,6 +105,7 @@ def run_rollouts(
         return results
     tokens: list[list[int]] = [[] for _ in starts]
     sums = [0.0] * len(starts)
+    steps: list[list[float]] = [[] for _ in starts]
     finished = [False] * len(starts)
     tails = [node_id for node_id, _ in starts]
     logits = [row for _, row in starts]
@@ -111,6 +126,7 @@ def run_rollouts(
                     continue
                 tokens[index].append(token)
                 sums[index] += log_prob
+                steps[index].append(log_prob)
                 if token in eos_token_ids:
                     finished[index] = True
                     continue
@@ -130,7 +146,9 @@ def run_rollouts(
                 logits[index] = row
     finally:
         state.rewind(appended)
-    return [RolloutResult(tokens[i], sums[i], finished[i]) for i in range(len(starts))]
+    return [
+        RolloutResult(tokens[i], sums[i], finished[i], tuple(steps[i])) for i in range(len(starts))
+    ]
 
 
 def _mask(allowed_mask, index: int, tokens: list[list[int]]) -> torch.Tensor | None:

@@ -65,6 +65,13 @@ class Task(abc.ABC):
         """`[vocab_size]` bool mask of the tokens allowed next after the generated `token_ids`
         (prompt excluded) whose decoded text is `text`; None means no restriction."""
 
+    def guide_tokens(self, token_ids: Sequence[int], text: str) -> torch.Tensor | None:
+        """`[vocab_size]` bool mask of the tokens that advance an unmet goal of the task after
+        the generated `token_ids` (such as the start of a missing keyword), or None when the task
+        has no such tokens here. The search mixes the LM's prior restricted to them into the
+        prior (`search(guide=...)`); a guide never restricts what is allowed."""
+        return None
+
     @abc.abstractmethod
     def reward(self, text: str) -> float:
         """Reward in [0, 1] of finished text."""
@@ -202,6 +209,20 @@ class AllOf(Task):
                 combined = array.copy()
             else:
                 np.logical_and(combined, array, out=combined)
+        return None if combined is None else torch.from_numpy(combined)
+
+    def guide_tokens(self, token_ids: Sequence[int], text: str) -> torch.Tensor | None:
+        """The OR of the members' guides (None when no member has one)."""
+        combined: np.ndarray | None = None
+        for task in self.tasks:
+            guide = task.guide_tokens(token_ids, text)
+            if guide is None:
+                continue
+            array = guide.detach().cpu().numpy()
+            if combined is None:
+                combined = array.copy()
+            else:
+                np.logical_or(combined, array, out=combined)
         return None if combined is None else torch.from_numpy(combined)
 
     def reward(self, text: str) -> float:

@@ -111,12 +111,50 @@ def inflected_forms(word: str) -> frozenset[str]:
     return frozenset(forms)
 
 
+class _RunIndex:
+    """Token ids by the first word run of their string (lower case), for `Keywords` guides.
+
+    `glued` holds tokens whose string starts with that run, `spaced` tokens whose run follows
+    leading non-word characters (" ride", '"ride'). Each maps a run to two id arrays: tokens
+    that end inside the run (so the word may go on in the next token), and tokens where a
+    non-word character follows the run (the word is complete).
+    """
+
+    def __init__(self, strings: list[str], usable: np.ndarray) -> None:
+        groups: dict[tuple[bool, bool, str], list[int]] = {}
+        for token_id in np.flatnonzero(usable):
+            text = strings[token_id]
+            runs = word_runs(text)
+            if not runs:
+                continue
+            start, end = runs[0]
+            key = (start > 0, end < len(text), text[start:end].lower())
+            groups.setdefault(key, []).append(int(token_id))
+        self.ids = {key: np.asarray(ids, dtype=np.int64) for key, ids in groups.items()}
+
+    def spelling(self, word: str, *, spaced: bool) -> list[np.ndarray]:
+        """Id arrays of the tokens that spell a prefix of `word`, or all of it with a non-word
+        character after it, as the start of the next token."""
+        arrays = []
+        for end in range(1, len(word) + 1):
+            for bounded in (False, True) if end == len(word) else (False,):
+                ids = self.ids.get((spaced, bounded, word[:end]))
+                if ids is not None:
+                    arrays.append(ids)
+        return arrays
+
+
 class Keywords(Constraint):
     """Each listed word appears as a whole word (case-insensitive).
 
     With `inflections=True` the forms of `inflected_forms` count too. There is no mask: coverage
     is a soft goal, so reward and progress are the fraction of words covered. The constraint is met
     once all are covered.
+
+    Guide (`guide_tokens`): the tokens that start a missing word at a word boundary or go on
+    with one that the text ends in, however the tokenizer splits it. The search mixes the LM's
+    prior over these tokens into its prior, so that a missing word gets proposed where the LM
+    alone would rarely open it.
     """
 
     def __init__(self, words: str | Iterable[str], *, inflections: bool = False) -> None:
@@ -125,6 +163,45 @@ class Keywords(Constraint):
         self._forms = [
             inflected_forms(word) if self.inflections else frozenset({word}) for word in self.words
         ]
+        self._table: TokenTable | None = None
+        self._run_indexes: dict[bool, _RunIndex] = {}
+
+    def bind(self, tokenizer: Any, vocab_size: int) -> None:
+        self._table = token_table(tokenizer, vocab_size)
+        self._run_indexes = {False: _RunIndex(self._table.strings, self._table.usable)}
+        if self._table.start_strings is not self._table.strings:
+            self._run_indexes[True] = _RunIndex(self._table.start_strings, self._table.usable)
+
+    def guide_tokens(self, token_ids: Sequence[int], text: str) -> torch.Tensor | None:
+        table = self._table
+        if table is None:
+            raise RuntimeError("Keywords.guide_tokens() needs bind(tokenizer, vocab_size) first")
+        missing = sorted(
+            {
+                form
+                for forms, hit in zip(self._forms, self.covered(text), strict=True)
+                if not hit
+                for form in forms
+            }
+        )
+        if not missing:
+            return None
+        index = self._run_indexes.get(len(token_ids) == 0, self._run_indexes[False])
+        pending = trailing_word(text).lower()
+        arrays: list[np.ndarray] = []
+        for form in missing:
+            # A new word: after a space-like token start, or glued on at a word boundary.
+            arrays.extend(index.spelling(form, spaced=True))
+            if not pending:
+                arrays.extend(index.spelling(form, spaced=False))
+            # The rest of a word that the text ends in.
+            elif form.startswith(pending) and len(form) > len(pending):
+                arrays.extend(index.spelling(form[len(pending) :], spaced=False))
+        if not arrays:
+            return None
+        mask = table.empty_mask()
+        mask[np.concatenate(arrays)] = True
+        return to_tensor(mask)
 
     def __repr__(self) -> str:
         return f"Keywords({list(self.words)!r}, inflections={self.inflections})"
