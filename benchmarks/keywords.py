@@ -170,6 +170,7 @@ def run_mcts(
         "forward_passes": result.stats.forward_passes,
         "simulations": result.stats.simulations,
         "stopped_by": result.stats.stopped_by,
+        "reused_rollouts": result.stats.reused_rollouts,
     }
 
 

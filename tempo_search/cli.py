@@ -512,6 +512,13 @@ def _add_search_arguments(
         "over the legal lines with --actions moves (default: lm)",
     )
     parser.add_argument(
+        "--guide",
+        type=float,
+        default=0.2,
+        help="share of each node's prior moved onto the tokens that start a missing keyword "
+        "(--keywords); 0 turns it off (default: 0.2)",
+    )
+    parser.add_argument(
         "--coherence-weight",
         type=float,
         default=0.0,
@@ -637,6 +644,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
             max_nodes=args.max_nodes,
             temperature=args.temperature,
             prior=args.prior,
+            guide=args.guide,
             chat=args.chat,
             seed=args.seed,
             on_simulation=advance,

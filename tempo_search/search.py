@@ -208,6 +208,8 @@ class SearchStats:
         pruned_nodes: children pruned for low coherence (`prune_children`); the descendants
             that leave the cache with them are not counted.
         committed_tokens: tokens committed with `commit="step"`.
+        reused_rollouts: new nodes that took the rest of their parent's rollout, because its
+            first token was theirs, instead of running a rollout (no forward).
         stopped_by: "simulations", "time_limit", "max_nodes", "exhausted", "finished",
             "solved" (a task was satisfied) or "interrupted".
     """
@@ -226,6 +228,7 @@ class SearchStats:
     committed_tokens: int
     pruned_nodes: int
     stopped_by: str
+    reused_rollouts: int = 0
 
 
 @dataclass(frozen=True)
@@ -1000,7 +1003,7 @@ class _MCTS:
         return extras
 
     def _reused_rollout(self, child: SearchNode):
-        """The rest of the parent's rollout when it began with `child`'s token, else None.
+        """Return the rest of the parent's rollout when it began with `child`'s token, else None.
 
         The rollout policy would pick from the same text again, so the rest is a rollout of the
         child (the same tokens for greedy rollouts, up to floating-point ties), at no forward.
@@ -1196,6 +1199,7 @@ class _MCTS:
             committed_tokens=self.committed,
             pruned_nodes=self.pruned,
             stopped_by=self.stopped_by,
+            reused_rollouts=self.reused_rollouts,
         )
         logger.info(
             "search: %d simulations, %d nodes, %d forward passes, %.2f s (%s)",

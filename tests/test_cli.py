@@ -517,3 +517,11 @@ def test_solve_blocksworld_text_gives_plan_length(puzzle_model_dir, capsys):
         capsys,
     )  # fmt: skip
     assert "(optimal 2)" in out
+
+
+def test_cli_guide_default_is_search_default():
+    from tempo_search.cli import build_parser
+    from tempo_search.search import DEFAULT_GUIDE
+
+    args = build_parser().parse_args(["search", "the cat"])
+    assert args.guide == DEFAULT_GUIDE

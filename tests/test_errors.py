@@ -495,6 +495,12 @@ API_ROWS = [
         ("actions='moves' needs a task", "actions='tokens'"),
     ),
     ApiRow(
+        "api-guide-out-of-range",
+        "search(model, 'the cat', guide=1.0)",
+        ValueError,
+        ("guide=1.0", "[0, 1)", "0.2"),
+    ),
+    ApiRow(
         "api-num-rollouts-with-tokens",
         "search(model, 'the cat', num_rollouts=4)",
         ValueError,

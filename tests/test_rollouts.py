@@ -184,6 +184,40 @@ def test_sampled_rollout_log_probs_exact(llama, tree):
     assert snapshot(state) == before
 
 
+def test_rollout_log_probs_per_token_sum_to_total(tree):
+    state, _, logits = tree
+    [result] = run_rollouts(
+        state, [(1, logits[1])], RolloutConfig("greedy", depth=5), eos_token_ids={0}
+    )
+    assert sum(result.log_probs) == pytest.approx(result.sum_log_prob)
+
+
+def test_rollout_log_probs_one_per_token(tree):
+    state, _, logits = tree
+    [result] = run_rollouts(
+        state, [(1, logits[1])], RolloutConfig("greedy", depth=5), eos_token_ids={0}
+    )
+    assert len(result.log_probs) == len(result.token_ids)
+
+
+def test_rollout_after_first_is_greedy_rollout_of_first_token(llama, tree):
+    state, prompt_ids, logits = tree
+    [result] = run_rollouts(
+        state, [(1, logits[1])], RolloutConfig("greedy", depth=5), eos_token_ids={0}
+    )
+    rest = result.after_first()
+    prefix = prompt_ids + state.path_token_ids(1) + result.token_ids[:1]
+    assert rest.token_ids == generate_greedy(llama, prefix, len(rest.token_ids))
+    assert rest.sum_log_prob == pytest.approx(
+        sum_of_log_probs(llama, prefix, rest.token_ids), abs=ATOL
+    )
+
+
+def test_rollout_after_first_needs_log_probs():
+    with pytest.raises(ValueError, match="after_first"):
+        RolloutResult([5, 6], -1.0, True).after_first()
+
+
 # ----------------------------------------------------------------- masks, budgets, errors
 
 

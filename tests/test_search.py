@@ -14,6 +14,7 @@ from tempo_search.policies.selection import puct_scores, sample_gumbel
 from tempo_search.rollouts import RolloutConfig
 from tempo_search.schedules import BezierSchedule, admitted_count
 from tempo_search.search import _MCTS, SearchConfig, _puct_choice, search
+from tempo_search.tasks.constraints import constraints_task
 from tempo_search.testing import tiny_model
 from tempo_search.tree import (
     SearchNode,
@@ -637,3 +638,140 @@ def test_search_rollouts_stay_within_max_new_tokens(llama, monkeypatch):
         llama, "the cat", num_simulations=8, rollout="greedy", rollout_depth=32, max_new_tokens=6
     )
     assert max(lengths) == 6
+
+
+# ----------------------------------------------------------------- guide, rollout reuse, solutions
+
+
+def guided_mcts(model: LoadedModel, guide: float) -> tuple[_MCTS, object]:
+    task = constraints_task(keywords=["dog"])
+    task.bind(model.tokenizer, model.vocab_size)
+    prompt_ids = model.encode_prompt(PROMPT)
+    engine = TreeState(model.model, prompt_ids)
+    config = SearchConfig(guide=guide, max_width=model.vocab_size)
+    return _MCTS(model, prompt_ids, config, task, engine, []), task
+
+
+def test_guide_mixes_lm_prior_over_guide_tokens(llama):
+    mcts, task = guided_mcts(llama, 0.2)
+    probs = torch.softmax(mcts.engine.prompt_logits.float(), dim=-1)
+    guide = task.guide_tokens([], "")
+    expected = 0.8 * probs + 0.2 * torch.where(guide, probs, 0.0) / probs[guide].sum()
+    ids, priors, _ = mcts.candidates[ROOT]
+    assert torch.allclose(torch.tensor(priors), expected[ids], atol=1e-6)
+
+
+def test_guide_zero_keeps_lm_prior(llama):
+    mcts, _ = guided_mcts(llama, 0.0)
+    probs = torch.softmax(mcts.engine.prompt_logits.float(), dim=-1)
+    ids, priors, _ = mcts.candidates[ROOT]
+    assert torch.allclose(torch.tensor(priors), probs[ids], atol=1e-6)
+
+
+def test_guide_keeps_model_log_probs(llama):
+    mcts, _ = guided_mcts(llama, 0.2)
+    log_probs = torch.log_softmax(mcts.engine.prompt_logits.float(), dim=-1)
+    ids, _, stored = mcts.candidates[ROOT]
+    assert torch.allclose(torch.tensor(stored), log_probs[ids], atol=1e-6)
+
+
+@pytest.mark.parametrize("guide", [1.0, -0.1])
+def test_search_config_rejects_guide_out_of_range(guide):
+    with pytest.raises(ValueError, match=re.escape(f"guide={guide!r}")):
+        SearchConfig(guide=guide)
+
+
+@pytest.fixture(scope="module")
+def reused(llama):
+    """A greedy-rollout search run to its end, with its state."""
+    mcts = make_mcts(
+        llama,
+        num_simulations=24,
+        rollout=RolloutConfig("greedy", depth=6),
+        max_new_tokens=8,
+        widening=BUSHY_WIDENING,
+    )
+    mcts.run(None)
+    return mcts
+
+
+def reusing_nodes(mcts: _MCTS) -> list[SearchNode]:
+    """Nodes whose token is the first token of their parent's rollout (with more after it)."""
+    found = []
+    for node_id in mcts.rollout_of:
+        node = mcts.nodes[node_id]
+        above = mcts.rollout_of.get(node.parent.node_id) if node.parent is not None else None
+        if above is not None and len(above.token_ids) > 1 and above.token_ids[0] == node.token_id:
+            found.append(node)
+    return found
+
+
+def test_rollout_reuse_happens(reused):
+    assert reused.reused_rollouts == len(reusing_nodes(reused))
+
+
+def test_rollout_reuse_some_nodes(reused):
+    assert reused.reused_rollouts > 0
+
+
+def test_rollout_reuse_in_stats(reused):
+    assert reused._result().stats.reused_rollouts == reused.reused_rollouts
+
+
+def test_rollout_reuse_takes_rest_of_parent_rollout(reused):
+    for node in reusing_nodes(reused):
+        parent_rollout = reused.rollout_of[node.parent.node_id]
+        assert reused.rollout_of[node.node_id].token_ids == parent_rollout.token_ids[1:]
+
+
+def test_rollout_reuse_matches_plain_greedy(llama, reused):
+    for node in reusing_nodes(reused):
+        tokens = reused.rollout_of[node.node_id].token_ids
+        input_ids = torch.tensor([reused.prompt_ids + node.token_ids()])
+        with torch.no_grad():
+            output = llama.model.generate(
+                input_ids,
+                attention_mask=torch.ones_like(input_ids),
+                do_sample=False,
+                max_new_tokens=len(tokens),
+                pad_token_id=0,
+            )
+        assert output[0, input_ids.shape[1] :].tolist() == tokens
+
+
+def test_offer_solution_keeps_highest_mean_log_prob(llama):
+    mcts = make_mcts(llama)
+    mcts._offer_solution([5, 6], -4.0)
+    mcts._offer_solution([7, 8, 9], -3.0)
+    mcts._offer_solution([4], -1.5)
+    assert mcts.solution == [7, 8, 9]
+
+
+def test_search_without_stop_returns_most_likely_solution(llama):
+    # A token limit ends every path at 4 tokens, so that finished texts are frequent.
+    task = constraints_task(keywords=["the"], max_tokens=4)
+    offered: list[tuple[float, list[int]]] = []
+    original = _MCTS._offer_solution
+
+    def record(self, token_ids, sum_log_prob):
+        ids = [t for t in token_ids if t not in self.eos]
+        offered.append((sum_log_prob / max(1, len(token_ids)), ids))
+        original(self, token_ids, sum_log_prob)
+
+    _MCTS._offer_solution = record
+    try:
+        result = search(
+            llama,
+            PROMPT,
+            task=task,
+            num_simulations=24,
+            rollout="greedy",
+            rollout_depth=8,
+            max_new_tokens=8,
+            stop_when_solved=False,
+            widening=BUSHY_WIDENING,
+        )
+    finally:
+        _MCTS._offer_solution = original
+    assert len({tuple(ids) for _, ids in offered}) > 1
+    assert result.token_ids == max(offered, key=lambda pair: pair[0])[1]

@@ -85,6 +85,82 @@ def test_keywords_no_mask(tokenizer):
     assert task.allowed_tokens([], "") is None
 
 
+@pytest.fixture(scope="module")
+def cat_dog(tokenizer):
+    task = Keywords(["cat", "dog"])
+    task.bind(tokenizer, VOCAB_SIZE)
+    return task
+
+
+def guided(task, tokenizer, text, piece, num_tokens=1):
+    mask = task.guide_tokens(list(range(num_tokens)), text)
+    return mask is not None and bool(mask[token_id(tokenizer, piece)])
+
+
+@pytest.mark.parametrize(
+    ("text", "piece", "expected"),
+    [
+        # After a whole other word: a new word starts with a leading-space token.
+        ("the", " cat", True),
+        ("the", " Cat", True),
+        ("the", " cat.", True),
+        ("the", " dog", True),
+        ("the", "cat", False),  # glued on: "thecat"
+        ("the", "ca", False),
+        ("the", " the", False),
+        ("the", " a", False),
+        # At a word boundary: the word, its first pieces, any case.
+        ("the ", "cat", True),
+        ("the ", "CAT", True),
+        ("the ", "c", True),
+        ("the ", "ca", True),
+        ("the ", "cat,", True),
+        ("the ", "do", True),
+        ("the ", "at", False),
+        ("the ", "g", False),
+        # Inside a started word: the pieces that finish it, bounded or not.
+        ("the ca", "t", True),
+        ("the ca", "t.", True),
+        ("the ca", "t ", True),
+        ("the ca", "tal", False),  # "catal" is no prefix of "cat"
+        ("the ca", "at", False),
+        ("the ca", " cat", True),
+        ("the do", "g", True),
+        ("the do", "g!", True),
+        # A covered word is no longer guided.
+        ("the cat", " cat", False),
+        ("the cat", " dog", True),
+    ],
+)
+def test_keywords_guide_case_table(cat_dog, tokenizer, text, piece, expected):
+    assert guided(cat_dog, tokenizer, text, piece) == expected
+
+
+def test_keywords_guide_first_token(cat_dog, tokenizer):
+    assert guided(cat_dog, tokenizer, "", "cat", num_tokens=0)
+
+
+def test_keywords_guide_none_when_all_covered(cat_dog):
+    assert cat_dog.guide_tokens([1, 2], "the cat, the dog") is None
+
+
+def test_keywords_guide_needs_bind():
+    with pytest.raises(RuntimeError, match="bind"):
+        Keywords(["cat"]).guide_tokens([], "")
+
+
+def test_all_of_guide_is_members_guide(cat_dog, tokenizer):
+    task = AllOf(Keywords(["cat", "dog"]), BannedWords(["bob"]))
+    task.bind(tokenizer, VOCAB_SIZE)
+    assert torch.equal(task.guide_tokens([1], "the "), cat_dog.guide_tokens([1], "the "))
+
+
+def test_all_of_guide_none_without_guides(tokenizer):
+    task = AllOf(BannedWords(["bob"]), Length(max_words=3))
+    task.bind(tokenizer, VOCAB_SIZE)
+    assert task.guide_tokens([1], "the ") is None
+
+
 @pytest.mark.parametrize(
     ("word", "form"),
     [

@@ -62,8 +62,8 @@ class RolloutResult:
     log_probs: tuple[float, ...] = ()
 
     def after_first(self) -> RolloutResult:
-        """The rest of this rollout once its first token is a tree node: a rollout of that node
-        with the same policy (the first token's log-probability removed)."""
+        """Return the rest of this rollout once its first token is a tree node: a rollout of that
+        node with the same policy (the first token's log-probability removed)."""
         if not self.token_ids or len(self.log_probs) != len(self.token_ids):
             raise ValueError("after_first() needs a rollout with tokens and their log_probs")
         return RolloutResult(

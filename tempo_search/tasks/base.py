@@ -212,7 +212,7 @@ class AllOf(Task):
         return None if combined is None else torch.from_numpy(combined)
 
     def guide_tokens(self, token_ids: Sequence[int], text: str) -> torch.Tensor | None:
-        """The OR of the members' guides (None when no member has one)."""
+        """Return the OR of the members' guides (None when no member has one)."""
         combined: np.ndarray | None = None
         for task in self.tasks:
             guide = task.guide_tokens(token_ids, text)
