@@ -19,7 +19,7 @@ import logging
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -36,7 +36,9 @@ DEFAULT_SETS = 8
 DEFAULT_SIMULATIONS = 60
 
 
-def _search(loaded: LoadedModel, words: list[str], simulations: int, seed: int):
+def _search(
+    loaded: LoadedModel, words: list[str], simulations: int, max_new_tokens: int, seed: int
+):
     return search(
         loaded,
         build_prompt(words),
@@ -44,26 +46,34 @@ def _search(loaded: LoadedModel, words: list[str], simulations: int, seed: int):
         chat=True,
         num_simulations=simulations,
         batch_size=MCTS_BATCH_SIZE,
-        max_new_tokens=MAX_NEW_TOKENS,
+        max_new_tokens=max_new_tokens,
         rollout="greedy",
-        rollout_depth=MAX_NEW_TOKENS,
+        rollout_depth=max_new_tokens,
         stop_when_solved=False,
         seed=seed,
     )
 
 
-def run_reuse(loaded: LoadedModel, *, num_sets: int, simulations: int) -> dict[str, Any]:
-    """Run the keyword MCTS with and without rollout reuse on `num_sets` sets."""
+def run_reuse(
+    loaded: LoadedModel,
+    *,
+    num_sets: int,
+    simulations: int = DEFAULT_SIMULATIONS,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    on_progress: Callable[[], None] | None = None,
+) -> dict[str, Any]:
+    """Run the keyword MCTS with and without rollout reuse on `num_sets` sets; `on_progress`
+    is called after each set."""
     rows = []
     shipped = _MCTS._reused_rollout
     for index, entry in enumerate(load_keyword_sets(num_sets)):
         words = entry["words"]
         began = time.perf_counter()
-        with_reuse = _search(loaded, words, simulations, index)
+        with_reuse = _search(loaded, words, simulations, max_new_tokens, index)
         middle = time.perf_counter()
         _MCTS._reused_rollout = lambda self, child: None
         try:
-            without = _search(loaded, words, simulations, index)
+            without = _search(loaded, words, simulations, max_new_tokens, index)
         finally:
             _MCTS._reused_rollout = shipped
         end = time.perf_counter()
@@ -80,9 +90,16 @@ def run_reuse(loaded: LoadedModel, *, num_sets: int, simulations: int) -> dict[s
             }
         )
         logger.info("%s: %s", entry["id"], rows[-1])
+        if on_progress is not None:
+            on_progress()
     ratio = statistics.fmean(r["forwards_without_reuse"] / r["forwards_with_reuse"] for r in rows)
     return {
-        "settings": {"num_sets": num_sets, "simulations": simulations, "model": loaded.name},
+        "settings": {
+            "num_sets": num_sets,
+            "simulations": simulations,
+            "max_new_tokens": max_new_tokens,
+            "model": loaded.name,
+        },
         "sets": rows,
         "summary": {
             "forwards_with_reuse_mean": statistics.fmean(r["forwards_with_reuse"] for r in rows),

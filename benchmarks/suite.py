@@ -16,7 +16,9 @@ or `tempo-search bench` with the same flags. The benchmarks, in the order they r
 - mcts: the shared tree state against naive re-running MCTS, time outside the model
   (`benchmarks.mcts`);
 - tasks: Game of 24 and Blocksworld solved by the move search, against a uniform prior,
-  no rollouts and best-of-N sampling (`benchmarks.tasks`).
+  no rollouts and best-of-N sampling (`benchmarks.tasks`);
+- rollout_reuse: forwards of the keyword MCTS with and without rollout reuse
+  (`benchmarks.rollout_reuse`).
 
 Each runs with the sizes of `FULL` (each module's own defaults, the settings behind
 docs/benchmarks.md) or `QUICK` (`--quick`, a smoke run whose figures are not for conclusions).
@@ -119,6 +121,9 @@ class Budget:
     tasks_simulations: int = 200
     tasks_no_rollout_puzzles: int = 10
     tasks_blocksworld_instances: int = 30
+    rollout_reuse_sets: int = 8
+    rollout_reuse_simulations: int = 60
+    rollout_reuse_max_new_tokens: int = 32
 
     def __post_init__(self) -> None:
         for spec in dataclasses.fields(self):
@@ -190,6 +195,9 @@ QUICK = Budget(
     tasks_simulations=60,
     tasks_no_rollout_puzzles=0,
     tasks_blocksworld_instances=3,
+    rollout_reuse_sets=1,
+    rollout_reuse_simulations=8,
+    rollout_reuse_max_new_tokens=16,
 )
 
 
@@ -393,6 +401,24 @@ def _run_keywords(context: RunContext) -> tuple[dict, Tables]:
     return section, f"{caption}\n\n{keywords.format_table(section)}"
 
 
+def _run_rollout_reuse(context: RunContext) -> tuple[dict, Tables]:
+    from benchmarks import rollout_reuse
+
+    budget = context.budget
+    section = rollout_reuse.run_reuse(
+        context.model,
+        num_sets=budget.rollout_reuse_sets,
+        simulations=budget.rollout_reuse_simulations,
+        max_new_tokens=budget.rollout_reuse_max_new_tokens,
+        on_progress=lambda: context.progress(1),
+    )
+    caption = (
+        f"{budget.rollout_reuse_sets} keyword sets, {budget.rollout_reuse_simulations} "
+        f"simulations, max_new_tokens {budget.rollout_reuse_max_new_tokens}:"
+    )
+    return section, f"{caption}\n\n{rollout_reuse.format_table(section)}"
+
+
 def _run_tasks(context: RunContext) -> tuple[dict, Tables]:
     from benchmarks import tasks
 
@@ -537,6 +563,11 @@ REGISTRY: dict[str, Benchmark] = {
         "Game of 24 and Blocksworld: move search (LM and uniform prior) against best-of-N",
         steps=_tasks_steps,
         parts=("blocksworld",),
+    ),
+    "rollout_reuse": Benchmark(
+        _run_rollout_reuse,
+        "keyword MCTS forwards with and without rollout reuse",
+        steps=lambda budget: budget.rollout_reuse_sets,
     ),
 }
 """The benchmarks of the suite, name -> runner and metadata, roughly cheapest first at full sizes."""
