@@ -1003,14 +1003,22 @@ class _MCTS:
         return extras
 
     def _reused_rollout(self, child: SearchNode):
-        """Return the rest of the parent's rollout when it began with `child`'s token, else None.
+        """Return the rest of the parent's rollout when it began with `child`'s token and
+        ended (end-of-sequence or the length limit), else None.
 
-        The rollout policy would pick from the same text again, so the rest is a rollout of the
-        child (the same tokens for greedy rollouts, up to floating-point ties), at no forward.
+        The rollout policy would pick from the same text again and stop at the same place, so
+        the rest is a rollout of the child (the same tokens for greedy rollouts, up to
+        floating-point ties), at no forward. A rollout cut short by `rollout.depth` or by the
+        node budget is not reused: the child's own rollout would go one token further.
         """
         parent = child.parent
         rollout = self.rollout_of.get(parent.node_id) if parent is not None else None
-        if rollout is None or len(rollout.token_ids) < 2 or rollout.token_ids[0] != child.token_id:
+        if (
+            rollout is None
+            or not rollout.finished
+            or len(rollout.token_ids) < 2
+            or rollout.token_ids[0] != child.token_id
+        ):
             return None
         return rollout.after_first()
 

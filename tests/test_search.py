@@ -687,7 +687,7 @@ def reused(llama):
     mcts = make_mcts(
         llama,
         num_simulations=24,
-        rollout=RolloutConfig("greedy", depth=6),
+        rollout=RolloutConfig("greedy", depth=8),
         max_new_tokens=8,
         widening=BUSHY_WIDENING,
     )
@@ -701,7 +701,12 @@ def reusing_nodes(mcts: _MCTS) -> list[SearchNode]:
     for node_id in mcts.rollout_of:
         node = mcts.nodes[node_id]
         above = mcts.rollout_of.get(node.parent.node_id) if node.parent is not None else None
-        if above is not None and len(above.token_ids) > 1 and above.token_ids[0] == node.token_id:
+        if (
+            above is not None
+            and above.finished
+            and len(above.token_ids) > 1
+            and above.token_ids[0] == node.token_id
+        ):
             found.append(node)
     return found
 
@@ -775,3 +780,15 @@ def test_search_without_stop_returns_most_likely_solution(llama):
         _MCTS._offer_solution = original
     assert len({tuple(ids) for _, ids in offered}) > 1
     assert result.token_ids == max(offered, key=lambda pair: pair[0])[1]
+
+
+def test_rollout_cut_by_depth_not_reused(llama):
+    mcts = make_mcts(
+        llama,
+        num_simulations=24,
+        rollout=RolloutConfig("greedy", depth=3),
+        max_new_tokens=8,
+        widening=BUSHY_WIDENING,
+    )
+    mcts.run(None)
+    assert mcts.reused_rollouts == 0
