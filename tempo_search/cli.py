@@ -512,6 +512,13 @@ def _add_search_arguments(
         "over the legal lines with --actions moves (default: lm)",
     )
     parser.add_argument(
+        "--stop-when-solved",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with a task, stop at the first text that satisfies it; --no-stop-when-solved "
+        "spends the whole budget and returns the most likely satisfying text (default: stop)",
+    )
+    parser.add_argument(
         "--guide",
         type=float,
         default=0.2,
@@ -645,6 +652,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
             temperature=args.temperature,
             prior=args.prior,
             guide=args.guide,
+            stop_when_solved=args.stop_when_solved,
             chat=args.chat,
             seed=args.seed,
             on_simulation=advance,

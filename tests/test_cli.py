@@ -525,3 +525,16 @@ def test_cli_guide_default_is_search_default():
 
     args = build_parser().parse_args(["search", "the cat"])
     assert args.guide == DEFAULT_GUIDE
+
+
+def test_cli_stop_when_solved_default_on():
+    from tempo_search.cli import build_parser
+
+    assert build_parser().parse_args(["search", "the cat"]).stop_when_solved is True
+
+
+def test_cli_no_stop_when_solved_flag():
+    from tempo_search.cli import build_parser
+
+    args = build_parser().parse_args(["search", "the cat", "--no-stop-when-solved"])
+    assert args.stop_when_solved is False
