@@ -7,9 +7,9 @@ rollout instead of running its own (`SearchStats.reused_rollouts`). With greedy 
 rest is the rollout the node would have run, up to floating-point ties, so the search should
 build the same tree with fewer forwards. For each of the first N keyword sets, the MCTS of
 `benchmarks/keywords.py` (greedy rollouts to 32 tokens, keyword guide, whole budget) runs
-twice in turn: as shipped, and with reuse turned off by replacing `_MCTS._reused_rollout` with
-a function that finds nothing. The record gives forwards, seconds and whether the returned text
-and the node count are the same.
+twice in turn, as shipped and with reuse turned off. Reuse is turned off by replacing
+`_MCTS._reused_rollout` with a function that returns None. The record gives forwards, seconds,
+and whether the returned text and the node count are the same.
 """
 
 from __future__ import annotations

@@ -43,9 +43,9 @@ ACTIONS = ("tokens", "moves")
 DEFAULT_GUIDE = 0.2
 """Default `guide`: a fifth of the prior mass of a node goes to the tokens that the task's guide
 marks (the start of a missing keyword), shared in proportion to the LM's probabilities. Chosen
-by hand on keyword sets 1 to 30 of `benchmarks/keywords.py` (60 simulations): 0.5 covered
-every word of sets 1 to 10 but put words at awkward places (mean perplexity 2.79 against 2.05
-with 0.2), and 0.1 covered fewer sets."""
+by hand in exploratory runs (not recorded) on keyword sets 1 to 30 of `benchmarks/keywords.py`
+at 60 simulations. There 0.5 covered every word of sets 1 to 10 but put words at awkward places
+(mean perplexity 2.79 against 2.05 with 0.2), and 0.1 covered fewer sets."""
 MOVE_MAX_WIDTH = 512
 """Default `max_width` of the move search: above the legal lines of any node of the shipped
 puzzles (a Game of 24 start has at most 12 ordered pairs times 4 operations), so every line can
@@ -903,9 +903,10 @@ class _MCTS:
 
     def _set_candidates(self, node: SearchNode, logits: torch.Tensor) -> None:
         generated = node.token_ids()
+        text = self._decode(generated) if self.task is not None else ""
         mask = None
         if self.task is not None:
-            mask = self.task.allowed_tokens(generated, self._decode(generated))
+            mask = self.task.allowed_tokens(generated, text)
             if mask is not None:
                 mask = mask[None]
         input_ids = None
@@ -923,7 +924,7 @@ class _MCTS:
             ids, priors = self._uniform_candidates(probs)
         else:
             if self.config.guide > 0 and self.task is not None:
-                probs = self._guided(probs, generated)
+                probs = self._guided(probs, generated, text)
             ids, priors = top_candidates(probs, self.config.max_width)
         log_probs = torch.log_softmax(logits.float(), dim=-1)
         self.candidates[node.node_id] = (
@@ -932,9 +933,10 @@ class _MCTS:
             log_probs[ids].tolist(),
         )
 
-    def _guided(self, probs: torch.Tensor, generated: list[int]) -> torch.Tensor:
-        """`[vocab_size]` prior with the share `guide` moved onto the task's guide tokens."""
-        guide = self.task.guide_tokens(generated, self._decode(generated))
+    def _guided(self, probs: torch.Tensor, generated: list[int], text: str) -> torch.Tensor:
+        """Return the `[vocab_size]` prior with the share `guide` moved onto the task's guide
+        tokens after `generated` (decoded as `text`)."""
+        guide = self.task.guide_tokens(generated, text)
         if guide is None:
             return probs
         guided = torch.where(guide, probs, torch.zeros_like(probs))

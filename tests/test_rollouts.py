@@ -200,7 +200,7 @@ def test_rollout_log_probs_one_per_token(tree):
     assert len(result.log_probs) == len(result.token_ids)
 
 
-def test_rollout_after_first_is_greedy_rollout_of_first_token(llama, tree):
+def test_rollout_after_first_matches_greedy(llama, tree):
     state, prompt_ids, logits = tree
     [result] = run_rollouts(
         state, [(1, logits[1])], RolloutConfig("greedy", depth=5), eos_token_ids={0}

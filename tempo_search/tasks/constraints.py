@@ -112,12 +112,13 @@ def inflected_forms(word: str) -> frozenset[str]:
 
 
 class _RunIndex:
-    """Token ids by the first word run of their string (lower case), for `Keywords` guides.
+    """Token ids grouped by the first word run of their string (lower case), for `Keywords`
+    guides.
 
-    `glued` holds tokens whose string starts with that run, `spaced` tokens whose run follows
-    leading non-word characters (" ride", '"ride'). Each maps a run to two id arrays: tokens
-    that end inside the run (so the word may go on in the next token), and tokens where a
-    non-word character follows the run (the word is complete).
+    `ids` maps `(spaced, bounded, run)` to an id array. `spaced` is True when non-word
+    characters come before the run (" ride", '"ride') rather than the run starting the string.
+    `bounded` is True when a non-word character follows the run inside the token, so the word is
+    complete. Otherwise the word may go on in the next token.
     """
 
     def __init__(self, strings: list[str], usable: np.ndarray) -> None:
