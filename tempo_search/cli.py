@@ -481,6 +481,14 @@ def _add_search_arguments(
         "(default: once)",
     )
     parser.add_argument(
+        "--backup",
+        choices=("mean", "max"),
+        default="mean",
+        help="mean: a token's value is the mean of the simulations through it; max: the best "
+        "text found below it, for keeping the most likely text that meets constraints "
+        "(default: mean)",
+    )
+    parser.add_argument(
         "--time-limit", type=float, default=None, help="stop after this many seconds"
     )
     parser.add_argument(
@@ -647,6 +655,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
             max_depth=args.max_depth,
             max_new_tokens=args.max_new_tokens,
             commit=args.commit,
+            backup=args.backup,
             time_limit=args.time_limit,
             max_nodes=args.max_nodes,
             temperature=args.temperature,

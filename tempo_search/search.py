@@ -38,6 +38,7 @@ from tempo_search.tree_state import ROOT, TreeState
 logger = logging.getLogger(__name__)
 
 COMMIT_MODES = ("once", "step")
+BACKUP_MODES = ("mean", "max")
 PRIORS = ("lm", "uniform")
 ACTIONS = ("tokens", "moves")
 DEFAULT_GUIDE = 0.2
@@ -77,6 +78,7 @@ class SearchConfig:
     max_depth: int | None = None
     max_new_tokens: int = 32
     commit: str = "once"
+    backup: str = "mean"
     time_limit: float | None = None
     max_nodes: int | None = None
     temperature: float = 1.0
@@ -118,6 +120,13 @@ class SearchConfig:
             _check_int("max_depth", self.max_depth, 1, "or None for max_new_tokens")
         if self.commit not in COMMIT_MODES:
             raise ValueError(f"commit={self.commit!r} is not supported; pass 'once' or 'step'.")
+        if self.backup not in BACKUP_MODES:
+            raise ValueError(f"backup={self.backup!r} is not supported; pass 'mean' or 'max'.")
+        if self.backup == "max" and self.selection != "puct":
+            raise ValueError(
+                f"backup='max' works with selection='puct' only, got selection="
+                f"{self.selection!r}; pass selection='puct' or backup='mean'."
+            )
         if self.time_limit is not None and not (
             isinstance(self.time_limit, (int, float)) and self.time_limit > 0
         ):
@@ -290,6 +299,7 @@ def search(
     max_depth: int | None = None,
     max_new_tokens: int = 32,
     commit: str = "once",
+    backup: str = "mean",
     time_limit: float | None = None,
     max_nodes: int | None = None,
     temperature: float = 1.0,
@@ -337,6 +347,11 @@ def search(
         max_new_tokens: most generated tokens on any path.
         commit: "once" (one deep search, return the best path) or "step" (search, commit
             the most visited child, keep its subtree, repeat).
+        backup: "mean" (a child's Q is the mean value of the simulations through it, as in
+            AlphaZero) or "max" (its Q is the best value found below it, rescaled to [0, 1]
+            over the visited children of the node, as MuZero rescales Q by the tree's minimum
+            and maximum; for searches that keep one best text, such as keyword constraints
+            with `stop_when_solved=False`). "max" needs `selection="puct"`.
         time_limit: seconds after which the search stops and returns what it has.
         max_nodes: most tree nodes in the cache at once (prompt excluded); the least visited
             leaves are evicted to stay under it.
@@ -453,6 +468,7 @@ def search(
         max_depth=max_depth,
         max_new_tokens=max_new_tokens,
         commit=commit,
+        backup=backup,
         time_limit=time_limit,
         max_nodes=max_nodes,
         temperature=temperature,
@@ -534,6 +550,7 @@ def _check_move_options(config: SearchConfig, task: Any, logits_processors) -> N
         )
     unsupported = {
         "commit": (config.commit != "once", "'once'"),
+        "backup": (config.backup != "mean", "'mean'"),
         "max_nodes": (config.max_nodes is not None, "None"),
         "coherence": (config.coherence is not None, "None"),
         "prune_children": (config.prune_children, "False"),
@@ -710,6 +727,8 @@ class _MCTS:
     def _choose_child(self, node: SearchNode, children: list[SearchNode]) -> SearchNode:
         config = self.config
         if config.selection == "puct" or (config.selection == "gumbel" and node is not self.root):
+            if config.backup == "max":
+                return _puct_max_choice(node, children, config.c_puct, config.virtual_loss)
             return _puct_choice(node, children, config.c_puct, config.virtual_loss)
         visits = [c.visit_count for c in children]
         kwargs: dict[str, Any] = {}
@@ -1059,11 +1078,13 @@ class _MCTS:
         for node in path:
             node.visit_count += 1
             node.value_sum += value
+            node.best_value = max(node.best_value, value)
         # The committed chain above the current root counts the simulation too.
         node = self.current_root.parent
         while node is not None:
             node.visit_count += 1
             node.value_sum += value
+            node.best_value = max(node.best_value, value)
             node = node.parent
 
     # ------------------------------------------------------------------ budget and commit
@@ -1287,6 +1308,41 @@ def _puct_choice(
         visits = child.visit_count + child.virtual_loss * virtual_loss
         q = child.value_sum / visits if visits > 0 else 0.0
         score = q + c_puct * child.prior * sqrt_parent / (1.0 + visits)
+        if score > best_score:
+            best, best_score = child, score
+    return best
+
+
+def _puct_max_choice(
+    node: SearchNode, children: list[SearchNode], c_puct: float, virtual_loss: float
+) -> SearchNode:
+    """Pick the child with the highest PUCT score when Q is the best value below each child
+    (`backup="max"`).
+
+    Q is `best_value`, discounted by in-flight selections as a virtual loss of value 0
+    discounts a mean, then rescaled to [0, 1] by the lowest and highest Q of the visited
+    children (0.5 for all when they are equal). Unvisited children keep Q = 0, the
+    first-play value, so the rescaled Q spans the full range of the exploration term.
+    """
+    pending = sum(c.virtual_loss for c in children) * virtual_loss
+    sqrt_parent = math.sqrt(node.visit_count + pending)
+    visits = [c.visit_count + c.virtual_loss * virtual_loss for c in children]
+    qs = [
+        c.best_value * c.visit_count / n if c.visit_count > 0 else None
+        for c, n in zip(children, visits, strict=True)
+    ]
+    known = [q for q in qs if q is not None]
+    low, high = (min(known), max(known)) if known else (0.0, 0.0)
+    best = children[0]
+    best_score = -math.inf
+    for child, n, q in zip(children, visits, qs, strict=True):
+        if q is None:
+            scaled = 0.0
+        elif high > low:
+            scaled = (q - low) / (high - low)
+        else:
+            scaled = 0.5
+        score = scaled + c_puct * child.prior * sqrt_parent / (1.0 + n)
         if score > best_score:
             best, best_score = child, score
     return best

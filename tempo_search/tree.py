@@ -54,6 +54,8 @@ class SearchNode(NodeMixin):
         log_prob: natural log of the model's probability of this token given its parent.
         visit_count: number of simulations that passed through this node; N(s, a) in PUCT.
         value_sum: sum of the values backed up through this node.
+        best_value: highest value backed up through this node (the best text below it); 0.0
+            while unvisited.
         virtual_loss: number of selections in flight through this node in the current batch.
         is_expanded: whether the node's children have been created by an expansion.
         is_terminal: whether the path ends here (end-of-sequence token or a task's stop rule).
@@ -66,6 +68,7 @@ class SearchNode(NodeMixin):
     """
 
     __slots__ = (
+        "best_value",
         "coherence",
         "depth",
         "is_expanded",
@@ -114,6 +117,7 @@ class SearchNode(NodeMixin):
         self.log_prob = log_prob
         self.visit_count = visit_count
         self.value_sum = value_sum
+        self.best_value = 0.0
         self.virtual_loss = virtual_loss
         self.is_expanded = is_expanded
         self.is_terminal = is_terminal
