@@ -11,8 +11,7 @@ the same fixed seed per set:
   probabilities of the tokens that start a missing word) and a greedy rollout from every new
   node to the length limit, so each simulation scores a whole text. The max backup
   (`backup="max"`) steers selection toward the best text found below each token rather than
-  the mean. A child on its parent's
-  rollout takes the rest of that rollout at no forward. The search spends its whole budget
+  the mean. A child on its parent's rollout takes the rest of that rollout at no forward. The search spends its whole budget
   (`stop_when_solved=False`) and returns the most likely text (mean token log-probability) that
   covers every word, or its most visited path when none does.
 - "sampling + rejection": batches of 4 samples at temperature 1 (`top_k=0`, `top_p=1`) until
@@ -472,6 +471,47 @@ def format_table(section: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def paired_perplexities(section: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Return, for each baseline, the mean perplexity of MCTS and of the baseline on the sets
+    where both texts cover every word (`{"sets", "mcts", "baseline"}`, means None on no set).
+
+    The means of `summarise` also count texts that miss words, which are often more likely
+    than any covering text; this comparison leaves them out."""
+    rows = {name: method["sets"] for name, method in section["methods"].items()}
+    mcts_rows = {row["set_id"]: row for row in rows["MCTS"]}
+    paired = {}
+    for name, baseline_rows in rows.items():
+        if name == "MCTS":
+            continue
+        pairs = [
+            (mcts_rows[row["set_id"]]["perplexity"], row["perplexity"])
+            for row in baseline_rows
+            if row["coverage"] == 1.0
+            and row["set_id"] in mcts_rows
+            and mcts_rows[row["set_id"]]["coverage"] == 1.0
+        ]
+        pairs = [(a, b) for a, b in pairs if a is not None and b is not None]
+        paired[name] = {
+            "sets": len(pairs),
+            "mcts": _mean([a for a, _ in pairs]),
+            "baseline": _mean([b for _, b in pairs]),
+        }
+    return paired
+
+
+def format_paired_table(section: dict[str, Any]) -> str:
+    """Return the Markdown table of `paired_perplexities`, one row per baseline."""
+    lines = [
+        "| baseline | sets both cover | MCTS perplexity | baseline perplexity |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, pair in paired_perplexities(section).items():
+        mcts = "n/a" if pair["mcts"] is None else f"{pair['mcts']:.2f}"
+        baseline = "n/a" if pair["baseline"] is None else f"{pair['baseline']:.2f}"
+        lines.append(f"| {name} | {pair['sets']} | {mcts} | {baseline} |")
+    return "\n".join(lines)
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.keywords",
@@ -519,7 +559,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model_arg=args.model,
     )
     section["goal_met"] = goal_met(section)
-    sys.stdout.write(format_table(section) + "\n")
+    sys.stdout.write(format_table(section) + "\n\n" + format_paired_table(section) + "\n")
     sys.stdout.write(f"goal met: {section['goal_met']}\n")
     if args.out is not None:
         record = {

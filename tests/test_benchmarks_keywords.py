@@ -6,9 +6,11 @@ import torch
 from benchmarks.keywords import (
     METHODS,
     build_prompt,
+    format_paired_table,
     format_table,
     goal_met,
     load_keyword_sets,
+    paired_perplexities,
     run_keywords,
     run_sampling,
 )
@@ -110,3 +112,47 @@ def test_build_prompt_lists_words():
 def test_load_keyword_sets_rejects_zero():
     with pytest.raises(ValueError, match="count=0"):
         load_keyword_sets(0)
+
+
+def _rows(*triples: tuple[str, float, float | None]) -> list[dict]:
+    return [{"set_id": i, "coverage": c, "perplexity": p} for i, c, p in triples]
+
+
+@pytest.fixture
+def paired_section() -> dict:
+    return {
+        "methods": {
+            "MCTS": {"sets": _rows(("a", 1.0, 2.0), ("b", 1.0, 3.0), ("c", 1.0, 4.0))},
+            "beam search + rerank": {
+                "sets": _rows(("a", 1.0, 2.5), ("b", 0.5, 1.5), ("c", 1.0, 3.5))
+            },
+        }
+    }
+
+
+def test_paired_perplexities_counts_sets_both_cover(paired_section):
+    assert paired_perplexities(paired_section)["beam search + rerank"]["sets"] == 2
+
+
+def test_paired_perplexities_mcts_mean_on_shared_sets(paired_section):
+    assert paired_perplexities(paired_section)["beam search + rerank"]["mcts"] == 3.0
+
+
+def test_paired_perplexities_baseline_mean_on_shared_sets(paired_section):
+    assert paired_perplexities(paired_section)["beam search + rerank"]["baseline"] == 3.0
+
+
+def test_paired_perplexities_skips_set_mcts_misses(paired_section):
+    paired_section["methods"]["MCTS"]["sets"][0]["coverage"] = 0.75
+    assert paired_perplexities(paired_section)["beam search + rerank"]["sets"] == 1
+
+
+def test_paired_perplexities_no_shared_set_gives_none(paired_section):
+    for row in paired_section["methods"]["beam search + rerank"]["sets"]:
+        row["coverage"] = 0.5
+    assert paired_perplexities(paired_section)["beam search + rerank"]["mcts"] is None
+
+
+def test_format_paired_table_one_row_per_baseline(section):
+    lines = format_paired_table(section).splitlines()
+    assert len(lines) == 2 + len(METHODS) - 1

@@ -538,3 +538,27 @@ def test_cli_no_stop_when_solved_flag():
 
     args = build_parser().parse_args(["search", "the cat", "--no-stop-when-solved"])
     assert args.stop_when_solved is False
+
+
+def test_cli_backup_default_mean():
+    from tempo_search.cli import build_parser
+
+    assert build_parser().parse_args(["search", "the cat"]).backup == "mean"
+
+
+def test_search_backup_flag_reaches_search(model_dir, monkeypatch, capsys):
+    captured = {}
+    import tempo_search.search as search_module
+
+    original = search_module.search
+
+    def spy(*args, **kwargs):
+        captured.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(search_module, "search", spy)
+    code = main(
+        ["search", "the cat", "--model", str(model_dir), "--simulations", "4", "--backup", "max"]
+    )
+    assert code == 0
+    assert captured["backup"] == "max"

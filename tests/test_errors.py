@@ -432,6 +432,11 @@ CLI_ROWS = [
         ("commit='step'", "actions='moves'", "commit='once'"),
     ),
     CliRow(
+        "solve-moves-backup-max",
+        _tiny("solve", "game24", "4 9 10 13", "--backup", "max"),
+        ("backup='max'", "actions='moves'", "backup='mean'"),
+    ),
+    CliRow(
         "solve-rollouts-0",
         _tiny("solve", "game24", "4 9 10 13", "--rollouts", "0"),
         ("num_rollouts=0", "such as 16"),
@@ -499,6 +504,18 @@ API_ROWS = [
         "search(model, 'the cat', guide=1.0)",
         ValueError,
         ("guide=1.0", "[0, 1)", "0.2"),
+    ),
+    ApiRow(
+        "api-backup-unknown",
+        "search(model, 'the cat', backup='best')",
+        ValueError,
+        ("backup='best'", "'mean' or 'max'"),
+    ),
+    ApiRow(
+        "api-backup-max-with-uct",
+        "search(model, 'the cat', backup='max', selection='uct')",
+        ValueError,
+        ("backup='max'", "selection='uct'", "backup='mean'"),
     ),
     ApiRow(
         "api-num-rollouts-with-tokens",

@@ -13,7 +13,7 @@ from tempo_search.models import LoadedModel
 from tempo_search.policies.selection import puct_scores, sample_gumbel
 from tempo_search.rollouts import RolloutConfig
 from tempo_search.schedules import BezierSchedule, admitted_count
-from tempo_search.search import _MCTS, SearchConfig, _puct_choice, search
+from tempo_search.search import _MCTS, SearchConfig, _puct_choice, _puct_max_choice, search
 from tempo_search.tasks.constraints import constraints_task
 from tempo_search.testing import tiny_model
 from tempo_search.tree import (
@@ -160,6 +160,117 @@ def test_puct_choice_zero_virtual_loss_repeats_selection():
     second = SearchNode(node_id=1, prior=0.5, parent=parent, visit_count=2, value_sum=1.0)
     first.virtual_loss = 1
     assert _puct_choice(parent, [first, second], 1.25, 0.0) is first
+
+
+# ----------------------------------------------------------------- backup="max"
+
+
+def _max_children() -> tuple[SearchNode, SearchNode, SearchNode]:
+    """A parent with two children of equal prior and visits: `steady` has the higher mean
+    value, `spiky` the higher best value."""
+    parent = SearchNode(node_id=ROOT, depth=0, visit_count=8)
+    steady = SearchNode(node_id=0, prior=0.5, parent=parent, visit_count=4, value_sum=2.4)
+    steady.best_value = 0.65
+    spiky = SearchNode(node_id=1, prior=0.5, parent=parent, visit_count=4, value_sum=1.6)
+    spiky.best_value = 0.9
+    return parent, steady, spiky
+
+
+def test_puct_choice_mean_backup_prefers_higher_mean():
+    parent, steady, spiky = _max_children()
+    assert _puct_choice(parent, [steady, spiky], 1.25, 1.0) is steady
+
+
+def test_puct_max_choice_prefers_higher_best_value():
+    parent, steady, spiky = _max_children()
+    assert _puct_max_choice(parent, [steady, spiky], 1.25, 1.0) is spiky
+
+
+def test_puct_max_choice_equal_best_values_tie_to_first():
+    parent, steady, spiky = _max_children()
+    spiky.best_value = steady.best_value
+    assert _puct_max_choice(parent, [steady, spiky], 1.25, 1.0) is steady
+
+
+def test_puct_max_choice_virtual_loss_moves_selection():
+    parent, steady, spiky = _max_children()
+    steady.best_value = spiky.best_value = 0.9
+    steady.virtual_loss = 1
+    assert _puct_max_choice(parent, [steady, spiky], 1.25, 1.0) is spiky
+
+
+def test_puct_max_choice_rescales_small_gaps():
+    # Best values 0.01 apart: with the rescaling they span [0, 1] and outweigh a prior gap
+    # that the raw values would not.
+    parent, steady, spiky = _max_children()
+    steady.best_value, spiky.best_value = 0.80, 0.81
+    steady.prior, spiky.prior = 0.6, 0.4
+    assert _puct_max_choice(parent, [steady, spiky], 1.25, 0.0) is spiky
+
+
+def test_backup_max_best_value_is_subtree_maximum(llama):
+    mcts = make_mcts(
+        llama,
+        num_simulations=24,
+        backup="max",
+        rollout=RolloutConfig("greedy", depth=4),
+        max_new_tokens=8,
+        widening=BUSHY_WIDENING,
+    )
+    mcts.run(None)
+    checked = 0
+    for node in tree_nodes(mcts.root):
+        if node is mcts.root or node.visit_count == 0:
+            continue
+        below = [n.value for n in iter_nodes(node) if n.visit_count > 0 and n.value is not None]
+        assert node.best_value == pytest.approx(max(below)), f"node {node.node_id}"
+        checked += 1
+    assert checked > 8
+
+
+def test_search_backup_max_returns_satisfying_text(llama):
+    task = constraints_task(keywords=["the"], max_tokens=4)
+    result = search(
+        llama,
+        PROMPT,
+        task=task,
+        num_simulations=24,
+        backup="max",
+        rollout="greedy",
+        rollout_depth=8,
+        max_new_tokens=8,
+        stop_when_solved=False,
+        widening=BUSHY_WIDENING,
+    )
+    assert task.is_satisfied(result.text)
+
+
+def test_search_backup_max_changes_tree(llama):
+    options = dict(
+        num_simulations=24,
+        rollout="greedy",
+        rollout_depth=4,
+        max_new_tokens=8,
+        widening=BUSHY_WIDENING,
+    )
+    mean = search(llama, PROMPT, backup="mean", **options)
+    best = search(llama, PROMPT, backup="max", **options)
+    mean_visits = [n.visit_count for n in iter_nodes(mean.tree)]
+    best_visits = [n.visit_count for n in iter_nodes(best.tree)]
+    assert mean_visits != best_visits
+
+
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"backup": "best"}, "backup='best'"),
+        ({"backup": "max", "selection": "uct"}, "selection='uct'"),
+        ({"backup": "max", "selection": "gumbel"}, "selection='gumbel'"),
+    ],
+)
+def test_search_config_rejects_backup(options, fragment):
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        SearchConfig(**options)
 
 
 def test_select_batch_distinct_leaves(llama):
