@@ -540,16 +540,12 @@ def test_cli_no_stop_when_solved_flag():
     assert args.stop_when_solved is False
 
 
-def test_cli_backup_default_mean():
-    from tempo_search.cli import build_parser
-
-    assert build_parser().parse_args(["search", "the cat"]).backup == "mean"
-
-
-def test_search_backup_flag_reaches_search(model_dir, monkeypatch, capsys):
-    captured = {}
+@pytest.fixture
+def search_kwargs(monkeypatch) -> dict:
+    """Return the dict that receives the keyword arguments of each `search` call the CLI makes."""
     import tempo_search.search as search_module
 
+    captured: dict = {}
     original = search_module.search
 
     def spy(*args, **kwargs):
@@ -557,8 +553,18 @@ def test_search_backup_flag_reaches_search(model_dir, monkeypatch, capsys):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(search_module, "search", spy)
+    return captured
+
+
+def test_cli_backup_default_mean():
+    from tempo_search.cli import build_parser
+
+    assert build_parser().parse_args(["search", "the cat"]).backup == "mean"
+
+
+def test_search_backup_flag_reaches_search(model_dir, search_kwargs):
     code = main(
         ["search", "the cat", "--model", str(model_dir), "--simulations", "4", "--backup", "max"]
     )
     assert code == 0
-    assert captured["backup"] == "max"
+    assert search_kwargs["backup"] == "max"

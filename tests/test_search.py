@@ -186,7 +186,7 @@ def test_puct_max_choice_prefers_higher_best_value():
     assert _puct_max_choice(parent, [steady, spiky], 1.25, 1.0) is spiky
 
 
-def test_puct_max_choice_equal_best_values_tie_to_first():
+def test_puct_max_choice_tie_picks_first():
     parent, steady, spiky = _max_children()
     spiky.best_value = steady.best_value
     assert _puct_max_choice(parent, [steady, spiky], 1.25, 1.0) is steady
