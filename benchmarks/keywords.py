@@ -13,7 +13,8 @@ the same fixed seed per set:
   (`backup="max"`) steers selection toward the best text found below each token rather than
   the mean. A child on its parent's rollout takes the rest of that rollout at no forward. The
   search spends its whole budget (`stop_when_solved=False`) and returns the most likely text
-  (mean token log-probability) that covers every word, or its most visited path when none does.
+  (mean token log-probability, end-of-sequence left out) that covers every word, or its most
+  visited path when none does.
 - "sampling + rejection": batches of 4 samples at temperature 1 (`top_k=0`, `top_p=1`) until
   a sample covers every word or the forward budget of MCTS on that set is used. The first
   sample with full coverage is kept, else the one with the best coverage (the first on ties).

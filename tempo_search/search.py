@@ -370,7 +370,8 @@ def search(
             own probabilities.
         stop_when_solved: with a task, stop as soon as a finished path satisfies it. Without
             it the search spends its whole budget, and `text` is the most likely satisfying
-            text it found (highest mean token log-probability).
+            text it found (highest mean token log-probability, a closing end-of-sequence
+            token left out as in `metrics.perplexity`).
         chat: encode a plain-text prompt as a user message through the chat template.
         seed: seed of sampling rollouts and Gumbel noise; the same seed on the same machine
             gives the same tree.
@@ -912,7 +913,9 @@ class _MCTS:
                 text = self._decode(generated)
                 child.reward = float(self.task.reward(text))
                 if self.task.is_satisfied(text):
-                    self._offer_solution(generated, self.path_log_prob[child.node_id])
+                    self._offer_solution(
+                        generated, self.path_log_prob[child.node_id], child.log_prob
+                    )
             return
         self._set_candidates(child, logits)
         if not self.candidates[child.node_id][0]:
@@ -1057,7 +1060,10 @@ class _MCTS:
             if self.task.is_finished(text) or (rollout is not None and rollout.finished):
                 reward = float(self.task.reward(text))
                 if self.task.is_satisfied(text):
-                    self._offer_solution(generated, sum_log_prob)
+                    last_log_prob = None
+                    if rollout is not None and rollout.log_probs:
+                        last_log_prob = rollout.log_probs[-1]
+                    self._offer_solution(generated, sum_log_prob, last_log_prob)
             else:
                 progress = self.task.progress(text)
                 reward = None if progress is None else float(progress)
@@ -1066,9 +1072,19 @@ class _MCTS:
         coherence = parent.coherence if parent is not None and self.capture_layers else None
         return self.config.value.combine(likelihood, coherence, reward)
 
-    def _offer_solution(self, token_ids: list[int], sum_log_prob: float) -> None:
+    def _offer_solution(
+        self, token_ids: list[int], sum_log_prob: float, last_log_prob: float | None = None
+    ) -> None:
         """Keep `token_ids` (a satisfying text) when it is more likely per token than the
-        solution so far."""
+        solution so far.
+
+        `last_log_prob` is the log-probability of the last token. A closing end-of-sequence
+        token counts in neither the sum nor the length, as in `metrics.perplexity`, so the
+        search keeps the text of lowest perplexity.
+        """
+        if token_ids and token_ids[-1] in self.eos and last_log_prob is not None:
+            token_ids = token_ids[:-1]
+            sum_log_prob -= last_log_prob
         score = sum_log_prob / max(1, len(token_ids))
         if score > self.solution_score:
             self.solution = [t for t in token_ids if t not in self.eos]

@@ -863,16 +863,26 @@ def test_offer_solution_keeps_highest_mean_log_prob(llama):
     assert mcts.solution == [7, 8, 9]
 
 
+def test_offer_solution_leaves_out_closing_end_of_sequence(llama):
+    # With the end-of-sequence token counted, [5, 6, eos] would score -4.0 / 3 > -1.8.
+    mcts = make_mcts(llama)
+    eos = min(mcts.eos)
+    mcts._offer_solution([5, 6, eos], -4.0, -0.1)
+    mcts._offer_solution([7, 8, 9], -5.4, -1.0)
+    assert mcts.solution == [7, 8, 9]
+
+
 def test_search_without_stop_returns_most_likely_solution(llama):
     # A token limit ends every path at 4 tokens, so that finished texts are frequent.
     task = constraints_task(keywords=["the"], max_tokens=4)
     offered: list[tuple[float, list[int]]] = []
     original = _MCTS._offer_solution
 
-    def record(self, token_ids, sum_log_prob):
+    def record(self, token_ids, sum_log_prob, last_log_prob=None):
+        original(self, token_ids, sum_log_prob, last_log_prob)
         ids = [t for t in token_ids if t not in self.eos]
-        offered.append((sum_log_prob / max(1, len(token_ids)), ids))
-        original(self, token_ids, sum_log_prob)
+        closing = last_log_prob if len(ids) < len(token_ids) else 0.0
+        offered.append(((sum_log_prob - closing) / max(1, len(ids)), ids))
 
     _MCTS._offer_solution = record
     try:
