@@ -6,7 +6,7 @@ that uses all of these words: w1, w2, w3." goes through the chat template, and e
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
 the same fixed seed per set:
 
-- "MCTS": `search` with `constraints_task(keywords=...)`, 250 simulations in batches of 4, the
+- "MCTS": `search` with `constraints_task(keywords=...)`, 500 simulations in batches of 8, the
   keyword guide at its default share (`search.DEFAULT_GUIDE`: the prior mixes in the LM's
   probabilities of the tokens that start a missing word) and a greedy rollout from every new
   node to the length limit, so each simulation scores a whole text. The max backup
@@ -24,16 +24,17 @@ the same fixed seed per set:
   that set pay for over `max_new_tokens` steps (`forwards * 4 / max_new_tokens`, 4 to
   `MAX_BEAMS`), every beam returned and reranked. Early stopping can end it below the budget.
 
-Forward accounting. One forward is one model call over at most 4 rows with one new token each,
-the shape of an MCTS expansion with `batch_size=4`. MCTS reports its own count
-(`SearchStats.forward_passes`, the prefill included). A `model.generate` call over 4 rows that
-returns `steps` new tokens costs `rows * steps / 4 = steps` forwards: the prefill yields the
-first token, and each later token needs one forward. Each sampling batch prefills the prompt
-again, and that prefill counts as one forward, as the prefill of MCTS does. Sampling draws
-another batch while the forwards used are below the MCTS count, with `max_new_tokens` capped at
-the forwards left, so a last batch can be cut short. The first batch always gets
-`max_new_tokens`, so sampling passes the budget only when MCTS used fewer forwards than one
-batch. Reported forwards are the ones actually used.
+Forward accounting. One forward is one model call over at most 4 rows with one new token each;
+a call over more rows counts `ceil(rows / 4)` forwards. An MCTS call sends its new tree children
+and rollout steps side by side, one token per row (`SearchStats.forward_sizes`), so it counts
+`ceil(tokens / 4)`; its prefill counts one (`mcts_forwards`). `model_calls` records the calls
+themselves. A `model.generate` call over 4 rows that returns `steps` new tokens costs
+`rows * steps / 4 = steps` forwards: the prefill yields the first token, and each later token
+needs one forward. Each sampling batch prefills the prompt again, and that prefill counts as
+one forward, as the prefill of MCTS does. Sampling draws another batch while the forwards used
+are below the MCTS count, with `max_new_tokens` capped at the forwards left, so a last batch can
+be cut short. The first batch always gets `max_new_tokens`, so sampling passes the budget only
+when MCTS used fewer forwards than one batch. Reported forwards are the ones actually used.
 
 Metrics per method: mean keyword coverage (`metrics.keyword_coverage`), the share of sets with
 full coverage, and forwards per set. The mean perplexity is that of the chosen text given the
@@ -65,11 +66,16 @@ from tempo_search.tasks.constraints import constraints_task
 logger = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 32
-MCTS_SIMULATIONS = 250
+MCTS_SIMULATIONS = 500
 """Simulations of the MCTS method. In exploratory runs on keyword sets 11 to 30 (not recorded),
 150 simulations covered every word of every set at mean perplexity 2.38, and 250 at 2.21. The
-first runs used 60."""
-MCTS_BATCH_SIZE = 4
+first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of 4."""
+MCTS_BATCH_SIZE = 8
+"""Leaves per batch. Eight leaves send more rows per model call than four. With 500
+simulations, batches of 8 cost about 970 forwards per set (in 4-row forwards), and batches of 4
+made about 1,150 calls of 2 rows on average. In exploratory runs on keyword sets 13 to 27 (not recorded), both
+covered every word, at mean perplexity 2.16 and 2.18; 250 simulations in batches of 4 covered
+14 of the 15 sets at 2.20."""
 MCTS_BACKUP = "max"
 """Backup rule of the MCTS method: a token's Q is the best text found below it, rescaled over
 its siblings (`search(backup="max")`). In exploratory runs on keyword sets 1 to 10 (not
@@ -80,7 +86,7 @@ MCTS_ROLLOUT = "greedy"
 (the setting of the first run), 60 simulations left most texts unfinished: 35 % full coverage
 on 100 sets, against 40 % for beam search with reranking."""
 ROWS_PER_FORWARD = 4
-"""Rows one forward counts for: the MCTS batch size, the number of beams and of samples per batch."""
+"""Rows one forward counts for: the beams of the 4-beam search and the samples of a batch."""
 TEMPERATURE = 1.0
 SEED = 0
 FULL_SETS = 100
@@ -93,9 +99,9 @@ METHODS = (
     "beam search + rerank",
     "beam search + rerank, same forwards",
 )
-MAX_BEAMS = 128
+MAX_BEAMS = 192
 """Most beams of the wide beam search, to bound its memory on long MCTS budgets (above the
-about 80 beams that 250 MCTS simulations pay for)."""
+about 120 beams that the MCTS forwards pay for on average)."""
 
 
 def load_keyword_sets(count: int) -> list[dict[str, Any]]:
@@ -151,6 +157,15 @@ def _generate_rows(
     return texts, math.ceil(rows * steps / ROWS_PER_FORWARD)
 
 
+def mcts_forwards(forward_sizes: dict[int, int]) -> int:
+    """Return the forwards of a search in units of `ROWS_PER_FORWARD` rows: one for the
+    prefill, and `ceil(tokens / ROWS_PER_FORWARD)` for each later call
+    (`SearchStats.forward_sizes`, `{tokens: calls}`)."""
+    return 1 + sum(
+        count * math.ceil(size / ROWS_PER_FORWARD) for size, count in forward_sizes.items()
+    )
+
+
 def run_mcts(
     loaded: LoadedModel,
     prompt: str,
@@ -176,7 +191,8 @@ def run_mcts(
     )
     return {
         "text": result.text,
-        "forward_passes": result.stats.forward_passes,
+        "forward_passes": mcts_forwards(result.stats.forward_sizes),
+        "model_calls": result.stats.forward_passes,
         "simulations": result.stats.simulations,
         "stopped_by": result.stats.stopped_by,
         "reused_rollouts": result.stats.reused_rollouts,

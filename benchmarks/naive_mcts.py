@@ -14,6 +14,7 @@ same tree on either engine. `tree_differences` checks that.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -64,6 +65,8 @@ class NaiveEngine:
         self.forward_passes = 0
         self.tokens_forwarded = 0
         self.peak_cache_length = 0
+        # Re-runs after the prompt run, by their length in tokens (as `TreeState.forward_sizes`).
+        self.forward_sizes: Counter[int] = Counter()
         self.prompt_logits = self._run_prompt()
 
     # ----------------------------------------------------------------- inspection
@@ -155,7 +158,11 @@ class NaiveEngine:
 
     def _run_nodes(self, new_ids: list[int]) -> torch.Tensor:
         """Return `[num_new, vocab_size]` logits of registered nodes, one re-run per node."""
-        rows = [self._last_logits(self.prompt_ids + self.path_token_ids(n)) for n in new_ids]
+        rows = []
+        for node_id in new_ids:
+            sequence = self.prompt_ids + self.path_token_ids(node_id)
+            rows.append(self._last_logits(sequence))
+            self.forward_sizes[len(sequence)] += 1
         return torch.stack(rows)
 
     def _last_logits(self, sequence: list[int]) -> torch.Tensor:

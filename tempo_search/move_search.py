@@ -581,6 +581,7 @@ class MoveSearch:
             committed_tokens=0,
             pruned_nodes=0,
             stopped_by=self.stopped_by,
+            forward_sizes=dict(sorted(engine.forward_sizes.items())),
         )
         logger.info(
             "move search: %d simulations, %d lines, %d forward passes, %.2f s (%s)",

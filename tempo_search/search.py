@@ -219,6 +219,9 @@ class SearchStats:
         committed_tokens: tokens committed with `commit="step"`.
         reused_rollouts: new nodes that took the rest of their parent's rollout, because its
             first token was theirs, instead of running a rollout (no forward).
+        forward_sizes: forwards after the prefill, by the number of tokens each sent through
+            the model, `{tokens: forwards}`. A tree forward sends the new children and rollout
+            steps side by side, so its size is the rows a batched forward would have.
         stopped_by: "simulations", "time_limit", "max_nodes", "exhausted", "finished",
             "solved" (a task was satisfied) or "interrupted".
     """
@@ -238,6 +241,7 @@ class SearchStats:
     pruned_nodes: int
     stopped_by: str
     reused_rollouts: int = 0
+    forward_sizes: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -1247,6 +1251,7 @@ class _MCTS:
             pruned_nodes=self.pruned,
             stopped_by=self.stopped_by,
             reused_rollouts=self.reused_rollouts,
+            forward_sizes=dict(sorted(engine.forward_sizes.items())),
         )
         logger.info(
             "search: %d simulations, %d nodes, %d forward passes, %.2f s (%s)",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,6 +107,8 @@ class TreeState:
         self.forward_passes = 0
         self.tokens_forwarded = 0
         self.peak_cache_length = 0
+        # Forwards after the prefill, by the number of tokens each appended.
+        self.forward_sizes: Counter[int] = Counter()
 
         # Prefill the prompt as an ordinary causal sequence.
         # Built without a config on purpose: with a config, DynamicCache gives sliding-window
@@ -247,6 +250,7 @@ class TreeState:
             self._rollback(new_ids)
             raise
         self._count_forward(num_new)
+        self.forward_sizes[num_new] += 1
         return output
 
     def _forward(self, input_ids, position_ids, mask, capture_layers) -> ForwardOutput:

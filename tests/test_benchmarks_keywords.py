@@ -10,6 +10,7 @@ from benchmarks.keywords import (
     format_table,
     goal_met,
     load_keyword_sets,
+    mcts_forwards,
     paired_perplexities,
     run_keywords,
     run_sampling,
@@ -63,6 +64,16 @@ def test_run_keywords_summary_from_rows(section):
         assert summary["full_coverage_share"] == sum(c == 1.0 for c in coverages) / len(rows)
         forwards = [row["forward_passes"] for row in rows]
         assert summary["forward_passes_mean"] == pytest.approx(sum(forwards) / len(rows))
+
+
+def test_mcts_forwards_four_rows_each():
+    # The prefill, then 3 calls of 1 token, 2 of 4, one of 5 (2 forwards) and one of 9 (3).
+    assert mcts_forwards({1: 3, 4: 2, 5: 1, 9: 1}) == 1 + 3 + 2 + 2 + 3
+
+
+def test_mcts_forwards_not_below_calls(section):
+    for row in section["methods"]["MCTS"]["sets"]:
+        assert row["forward_passes"] >= row["model_calls"]
 
 
 def test_run_keywords_perplexity_finite_or_none(section):

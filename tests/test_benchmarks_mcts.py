@@ -64,6 +64,7 @@ def test_naive_engine_counts_every_rerun_token(llama):
     assert engine.tokens_forwarded == length + 2 * (length + 1) + (length + 2)
     assert engine.forward_passes == 4
     assert engine.peak_cache_length == length + 2
+    assert engine.forward_sizes == {length + 1: 2, length + 2: 1}
 
 
 def test_naive_engine_slots_follow_tree_state(llama):

@@ -673,6 +673,19 @@ def test_stats_with_rollouts_count_rollout_tokens(llama):
     assert stats.tokens_forwarded == stats.prompt_tokens + stats.nodes + stats.rollout_tokens
 
 
+def test_forward_sizes_add_up_with_rollouts(llama):
+    result = search(
+        llama, PROMPT, num_simulations=12, rollout="greedy", rollout_depth=4, max_new_tokens=8
+    )
+    stats = result.stats
+    sizes = stats.forward_sizes
+    assert sum(sizes.values()) == stats.forward_passes - 1
+    assert sum(size * count for size, count in sizes.items()) == (
+        stats.tokens_forwarded - stats.prompt_tokens
+    )
+    assert min(sizes) >= 1
+
+
 # ----------------------------------------------------------------- invalid input
 
 
@@ -863,7 +876,7 @@ def test_offer_solution_keeps_highest_mean_log_prob(llama):
     assert mcts.solution == [7, 8, 9]
 
 
-def test_offer_solution_leaves_out_closing_end_of_sequence(llama):
+def test_offer_solution_drops_closing_eos(llama):
     # With the end-of-sequence token counted, [5, 6, eos] would score -4.0 / 3 > -1.8.
     mcts = make_mcts(llama)
     eos = min(mcts.eos)
