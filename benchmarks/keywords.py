@@ -6,10 +6,11 @@ that uses all of these words: w1, w2, w3." goes through the chat template, and e
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
 the same fixed seed per set:
 
-- "MCTS": `search` with `constraints_task(keywords=...)`, 500 simulations in batches of 8, the
-  keyword guide at its default share (`search.DEFAULT_GUIDE`: the prior mixes in the LM's
-  probabilities of the tokens that start a missing word) and a greedy rollout from every new
-  node to the length limit, so each simulation scores a whole text. The max backup
+- "MCTS": `search` with `constraints_task(keywords=...)`, 500 simulations in batches of 8 with
+  up to 32 children per node, the keyword guide at its default share (`search.DEFAULT_GUIDE`:
+  the prior mixes in the LM's probabilities of the tokens that start a missing word) and a
+  greedy rollout from every new node to the length limit, so each simulation scores a whole
+  text. The max backup
   (`backup="max"`) steers selection toward the best text found below each token rather than
   the mean. A child on its parent's rollout takes the rest of that rollout at no forward. The
   search spends its whole budget (`stop_when_solved=False`) and returns the most likely text
@@ -72,10 +73,14 @@ MCTS_SIMULATIONS = 500
 first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of 4."""
 MCTS_BATCH_SIZE = 8
 """Leaves per batch. Eight leaves send more rows per model call than four. With 500
-simulations, batches of 8 cost about 970 forwards per set (in 4-row forwards), and batches of 4
-made about 1,150 calls of 2 rows on average. In exploratory runs on keyword sets 13 to 27 (not recorded), both
-covered every word, at mean perplexity 2.16 and 2.18; 250 simulations in batches of 4 covered
-14 of the 15 sets at 2.20."""
+simulations and 8 children per node, batches of 8 cost about 970 forwards per set (in 4-row
+forwards), and batches of 4 made about 1,150 calls of 2 rows on average. In exploratory runs
+on keyword sets 13 to 27 (not recorded), both covered every word, at mean perplexity 2.16 and
+2.18; 250 simulations in batches of 4 covered 14 of the 15 sets at 2.20."""
+MCTS_MAX_WIDTH = 32
+"""Most children a node opens (`max_width`; the search default is 8). In exploratory runs on
+keyword sets 41 to 56 (not recorded), 500 simulations in batches of 8 covered every word at
+mean perplexity 2.26 with 8 children and 2.17 with 32."""
 MCTS_BACKUP = "max"
 """Backup rule of the MCTS method: a token's Q is the best text found below it, rescaled over
 its siblings (`search(backup="max")`). In exploratory runs on keyword sets 1 to 10 (not
@@ -186,6 +191,7 @@ def run_mcts(
         rollout=MCTS_ROLLOUT,
         rollout_depth=max_new_tokens,
         stop_when_solved=False,
+        max_width=MCTS_MAX_WIDTH,
         backup=MCTS_BACKUP,
         seed=seed,
     )
@@ -439,6 +445,7 @@ def run_keywords(
             "num_sets_done": done,
             "mcts_simulations": simulations,
             "mcts_batch_size": MCTS_BATCH_SIZE,
+            "mcts_max_width": MCTS_MAX_WIDTH,
             "mcts_backup": MCTS_BACKUP,
             "mcts_rollout": MCTS_ROLLOUT,
             "rows_per_forward": ROWS_PER_FORWARD,
