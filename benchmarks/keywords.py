@@ -25,10 +25,10 @@ the same fixed seed per set:
   that set pay for over `max_new_tokens` steps (`forwards * 4 / max_new_tokens`, 4 to
   `MAX_BEAMS`), every beam returned and reranked. Early stopping can end it below the budget.
 
-Forward accounting. One forward is one model call over at most 4 rows with one new token each;
+Forward accounting. One forward is one model call over at most 4 rows with one new token each, and
 a call over more rows counts `ceil(rows / 4)` forwards. An MCTS call sends its new tree children
 and rollout steps side by side, one token per row (`SearchStats.forward_sizes`), so it counts
-`ceil(tokens / 4)`; its prefill counts one (`mcts_forwards`). `model_calls` records the calls
+`ceil(tokens / 4)`, and its prefill counts one (`mcts_forwards`). `model_calls` records the calls
 themselves. A `model.generate` call over 4 rows that returns `steps` new tokens costs
 `rows * steps / 4 = steps` forwards: the prefill yields the first token, and each later token
 needs one forward. Each sampling batch prefills the prompt again, and that prefill counts as
@@ -106,7 +106,7 @@ METHODS = (
 )
 MAX_BEAMS = 192
 """Most beams of the wide beam search, to bound its memory on long MCTS budgets (above the
-about 120 beams that the MCTS forwards pay for on average)."""
+about 140 beams that the MCTS forwards paid for on average in exploratory runs)."""
 
 
 def load_keyword_sets(count: int) -> list[dict[str, Any]]:

@@ -122,7 +122,7 @@ class TreeState:
                 use_cache=True,
             )
         self.prompt_logits = output.logits[0, -1].float()
-        self._count_forward(self.prompt_length)
+        self._count_forward(self.prompt_length, prefill=True)
 
     # ----------------------------------------------------------------- inspection
 
@@ -250,7 +250,6 @@ class TreeState:
             self._rollback(new_ids)
             raise
         self._count_forward(num_new)
-        self.forward_sizes[num_new] += 1
         return output
 
     def _forward(self, input_ids, position_ids, mask, capture_layers) -> ForwardOutput:
@@ -377,7 +376,9 @@ class TreeState:
         self._forget(new_ids)
         self.next_node_id -= len(new_ids)
 
-    def _count_forward(self, num_tokens: int) -> None:
+    def _count_forward(self, num_tokens: int, *, prefill: bool = False) -> None:
+        if not prefill:
+            self.forward_sizes[num_tokens] += 1
         self.forward_passes += 1
         self.tokens_forwarded += num_tokens
         self.peak_cache_length = max(self.peak_cache_length, self.cache_length)
