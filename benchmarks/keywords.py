@@ -360,10 +360,13 @@ def _run_set(
     return outputs, list(rendered_ids) == prompt_ids
 
 
-def _run_chunk(model_arg, chunk, simulations, max_new_tokens, seed, time_limit):
+def _run_chunk(model_arg, chunk, simulations, max_new_tokens, seed, time_limit, log_level):
     """Worker of `run_keywords(jobs > 1)`: load the model, run `_run_set` on each (index,
-    entry) of `chunk` until `time_limit` seconds have passed."""
+    entry) of `chunk` until `time_limit` seconds have passed. `log_level` is the parent's, so
+    that the worker's per-set lines reach its stderr."""
     torch.set_num_threads(1)
+    if log_level <= logging.INFO and not logging.getLogger().handlers:
+        logging.basicConfig(level=log_level, format="%(asctime)s %(message)s")
     loaded = load_model(model_arg)
     start = time.perf_counter()
     done = []
@@ -408,10 +411,13 @@ def run_keywords(
             )
         from joblib import Parallel, delayed
 
+        log_level = logger.getEffectiveLevel()
         indexed = list(enumerate(sets))
         chunks = [indexed[first::jobs] for first in range(jobs)]
         results = Parallel(n_jobs=jobs, backend="loky")(
-            delayed(_run_chunk)(model_arg, chunk, simulations, max_new_tokens, seed, time_limit)
+            delayed(_run_chunk)(
+                model_arg, chunk, simulations, max_new_tokens, seed, time_limit, log_level
+            )
             for chunk in chunks
         )
         done_sets = sorted((item for chunk in results for item in chunk), key=lambda x: x[0])
