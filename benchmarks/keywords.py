@@ -106,7 +106,8 @@ METHODS = (
 )
 MAX_BEAMS = 192
 """Most beams of the wide beam search, to bound its memory on long MCTS budgets (above the
-about 140 beams that the MCTS forwards paid for on average in exploratory runs)."""
+136 beams that the MCTS forwards paid for on average in the 100-set record of 500
+simulations, `keywords-20261205T113006Z.json`)."""
 
 
 def load_keyword_sets(count: int) -> list[dict[str, Any]]:
@@ -365,13 +366,18 @@ def _run_chunk(model_arg, chunk, simulations, max_new_tokens, seed, time_limit, 
     entry) of `chunk` until `time_limit` seconds have passed. `log_level` is the parent's, so
     that the worker's per-set lines reach its stderr."""
     torch.set_num_threads(1)
-    if log_level <= logging.INFO and not logging.getLogger().handlers:
-        logging.basicConfig(level=log_level, format="%(asctime)s %(message)s")
+    # loky reuses workers across runs, so the level is set on every call. basicConfig adds the
+    # stderr handler only once.
+    logging.basicConfig(format="%(asctime)s %(message)s")
+    logging.getLogger().setLevel(log_level)
     loaded = load_model(model_arg)
     start = time.perf_counter()
     done = []
     for index, entry in chunk:
         if time_limit is not None and time.perf_counter() - start > time_limit:
+            logger.warning(
+                "time limit reached after %d of %d sets of this worker", len(done), len(chunk)
+            )
             break
         done.append((index, _run_set(loaded, index, entry, simulations, max_new_tokens, seed)))
     return done

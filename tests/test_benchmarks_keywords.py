@@ -1,7 +1,9 @@
+import logging
 import math
 
 import pytest
 import torch
+from joblib.externals.loky import get_reusable_executor
 
 from benchmarks.keywords import (
     METHODS,
@@ -16,6 +18,7 @@ from benchmarks.keywords import (
     run_sampling,
 )
 from tempo_search.metrics import keyword_coverage
+from tempo_search.models import load_model
 from tempo_search.testing import tiny_model
 
 
@@ -167,3 +170,35 @@ def test_paired_perplexities_no_shared_set_gives_none(paired_section):
 def test_format_paired_table_one_row_per_baseline(section):
     lines = format_paired_table(section).splitlines()
     assert len(lines) == 2 + len(METHODS) - 1
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory):
+    """The tiny Llama saved as a model folder, for the worker processes of `jobs=2`."""
+    folder = tmp_path_factory.mktemp("tiny-llama-keywords")
+    loaded = tiny_model("llama")
+    loaded.model.save_pretrained(folder)
+    loaded.tokenizer.save_pretrained(folder)
+    return loaded, str(folder)
+
+
+def test_run_keywords_jobs_match_one_process(saved_model):
+    loaded, folder = saved_model
+    options = {"num_sets": 2, "simulations": 4, "max_new_tokens": 4}
+    serial = run_keywords(load_model(folder), **options)
+    parallel = run_keywords(loaded, jobs=2, model_arg=folder, **options)
+    for name in METHODS:
+        texts = [row["text"] for row in parallel["methods"][name]["sets"]]
+        assert texts == [row["text"] for row in serial["methods"][name]["sets"]]
+    assert parallel["settings"]["num_sets_done"] == 2
+
+
+def test_run_keywords_jobs_log_each_set(saved_model, caplog, capfd):
+    # Fresh workers, so that their stderr is this test's captured one.
+    get_reusable_executor().shutdown(wait=True)
+    loaded, folder = saved_model
+    caplog.set_level(logging.INFO, logger="benchmarks.keywords")
+    run_keywords(loaded, num_sets=2, simulations=2, max_new_tokens=2, jobs=2, model_arg=folder)
+    err = capfd.readouterr().err
+    for set_id in ("kw-001", "kw-002"):
+        assert f"{set_id}: MCTS" in err
