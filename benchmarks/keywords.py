@@ -6,16 +6,16 @@ that uses all of these words: w1, w2, w3." goes through the chat template, and e
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
 the same fixed seed per set:
 
-- "MCTS": `search` with `constraints_task(keywords=...)`, 500 simulations in batches of 8 with
-  up to 32 children per node, the keyword guide at its default share (`search.DEFAULT_GUIDE`:
-  the prior mixes in the LM's probabilities of the tokens that start a missing word) and a
-  greedy rollout from every new node to the length limit, so each simulation scores a whole
-  text. The max backup
+- "MCTS": `search` with `constraints_task(keywords=...)`, 220 simulations in batches of 8 with
+  up to 32 children per node, opened down to a prior of 0.002 (`MCTS_WIDENING`), the keyword
+  guide at its default share (`search.DEFAULT_GUIDE`: the prior mixes in the LM's
+  probabilities of the tokens that start a missing word) and a greedy rollout from every new
+  node to the length limit, so each simulation scores a whole text. The max backup
   (`backup="max"`) steers selection toward the best text found below each token rather than
-  the mean. A child on its parent's rollout takes the rest of that rollout at no forward. The
-  search spends its whole budget (`stop_when_solved=False`) and returns the most likely text
-  (mean token log-probability, end-of-sequence left out) that covers every word, or its most
-  visited path when none does.
+  the mean, and skips finished texts. A child on its parent's rollout takes the rest of that
+  rollout at no forward. The search spends its whole budget (`stop_when_solved=False`) and
+  returns the most likely text (mean token log-probability, end-of-sequence left out) that
+  covers every word, or its most visited path when none does.
 - "sampling + rejection": batches of 4 samples at temperature 1 (`top_k=0`, `top_p=1`) until
   a sample covers every word or the forward budget of MCTS on that set is used. The first
   sample with full coverage is kept, else the one with the best coverage (the first on ties).
@@ -46,6 +46,7 @@ the mean skips it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -61,16 +62,23 @@ import torch
 from benchmarks._common import machine_info, utc_now, write_record
 from tempo_search.metrics import keyword_coverage, perplexity
 from tempo_search.models import LoadedModel, load_model
+from tempo_search.policies.values import ValueWeights
+from tempo_search.schedules import BezierSchedule
 from tempo_search.search import search
 from tempo_search.tasks.constraints import constraints_task
 
 logger = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 32
-MCTS_SIMULATIONS = 500
+MCTS_SIMULATIONS = 220
 """Simulations of the MCTS method. In exploratory runs on keyword sets 11 to 30 (not recorded),
 150 simulations covered every word of every set at mean perplexity 2.38, and 250 at 2.21. The
-first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of 4."""
+first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of 4, and up to
+commit 61b55a7 used 500. Since then, the max backup skips finished texts, so every simulation
+opens a node, and `MCTS_WIDENING` opens more tokens per node, so each simulation costs more
+forwards. In exploratory runs (not recorded), 240 such simulations cost 1,314 forwards per
+set on 29 sets where the record of 500 cost 1,183. 220 keep a 100-set run with `--jobs 2`
+near the 132 minutes of that record."""
 MCTS_BATCH_SIZE = 8
 """Leaves per batch. Eight leaves send more rows per model call than four. With 500
 simulations and 8 children per node, batches of 8 cost about 970 forwards per set (in 4-row
@@ -81,11 +89,27 @@ MCTS_MAX_WIDTH = 32
 """Most children a node opens (`max_width`; the search default is 8). In exploratory runs on
 keyword sets 41 to 56 (not recorded), 500 simulations in batches of 8 covered every word at
 mean perplexity 2.26 with 8 children and 2.17 with 32."""
+MCTS_WIDENING = BezierSchedule(1.0, 0.25, 0.05, 0.002)
+"""Progressive widening of the MCTS method: the prior a token needs to be opened falls from 1
+to 0.002 over a node's first 32 visits. The search default (`DEFAULT_WIDENING_SCHEDULE`) ends
+at 0.01, so `max_width=32` opened only the tokens above 1 % prior. On kw-064 the first token
+"This" (prior 0.0075) leads by greedy decoding to a text that covers every word at
+perplexity 2.06, below the 2.47 that the record of 500 simulations found. In exploratory runs
+(not recorded) at 240 simulations, mean perplexity was 2.25 on 29 sets, against 2.27 in the
+record. On the 21 sets that also ran at 400 simulations with the default schedule, both gave
+2.24."""
 MCTS_BACKUP = "max"
 """Backup rule of the MCTS method: a token's Q is the best text found below it, rescaled over
 its siblings (`search(backup="max")`). In exploratory runs on keyword sets 1 to 10 (not
 recorded), mean perplexity of the chosen texts was 2.11 with the mean backup and 2.05 with
 this rule, both at full coverage."""
+MCTS_VALUE = ValueWeights()
+"""Value weights of the MCTS method: the search default, likelihood (1 / perplexity of the text
+found below a node) and keyword coverage weighted 1 and 1. In exploratory runs (not
+recorded), a likelihood weight of 3 lowered the mean perplexity from 2.22 to 2.17 on 31 sets
+between kw-009 and kw-070 at 500 simulations. On kw-021 to kw-031 at 400 simulations, it was
+worse than weights of 1 and 1 on 3 sets, by up to 1.36 (kw-031: 3.50 against 2.14). So the
+default stays."""
 MCTS_ROLLOUT = "greedy"
 """Rollout policy of the MCTS method; each rollout runs to `max_new_tokens`. Without rollouts
 (the setting of the first run), 60 simulations left most texts unfinished: 35 % full coverage
@@ -104,10 +128,11 @@ METHODS = (
     "beam search + rerank",
     "beam search + rerank, same forwards",
 )
-MAX_BEAMS = 192
-"""Most beams of the wide beam search, to bound its memory on long MCTS budgets (above the
-136 beams that the MCTS forwards paid for on average in the 100-set record of 500
-simulations, `keywords-20261205T113006Z.json`)."""
+MAX_BEAMS = 256
+"""Most beams of the wide beam search, to bound its memory on long MCTS budgets: 256 beams pay
+for 2,048 forwards. The 100-set record of 500 simulations
+(`keywords-20261205T113006Z.json`) paid for 136 beams on average, and its 12 costliest sets
+reached the cap of 192 that it had."""
 
 
 def load_keyword_sets(count: int) -> list[dict[str, Any]]:
@@ -193,7 +218,9 @@ def run_mcts(
         rollout_depth=max_new_tokens,
         stop_when_solved=False,
         max_width=MCTS_MAX_WIDTH,
+        widening=MCTS_WIDENING,
         backup=MCTS_BACKUP,
+        value=MCTS_VALUE,
         seed=seed,
     )
     return {
@@ -458,7 +485,9 @@ def run_keywords(
             "mcts_simulations": simulations,
             "mcts_batch_size": MCTS_BATCH_SIZE,
             "mcts_max_width": MCTS_MAX_WIDTH,
+            "mcts_widening": dataclasses.asdict(MCTS_WIDENING),
             "mcts_backup": MCTS_BACKUP,
+            "mcts_value_weights": dataclasses.asdict(MCTS_VALUE),
             "mcts_rollout": MCTS_ROLLOUT,
             "rows_per_forward": ROWS_PER_FORWARD,
             "max_new_tokens": max_new_tokens,

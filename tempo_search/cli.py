@@ -485,8 +485,8 @@ def _add_search_arguments(
         choices=("mean", "max"),
         default="mean",
         help="mean: a token's value is the mean of the simulations through it; max: the best "
-        "text found below it, for keeping the most likely text that meets constraints "
-        "(default: mean)",
+        "text found below it, for keeping the most likely text that meets constraints, and "
+        "finished texts are not visited again (default: mean)",
     )
     parser.add_argument(
         "--time-limit", type=float, default=None, help="stop after this many seconds"
@@ -533,12 +533,28 @@ def _add_search_arguments(
         help="share of each node's prior moved onto the tokens that start a missing keyword "
         "(--keywords); 0 turns it off (default: 0.2)",
     )
+    defaults = "0.1 and 1" if moves else "1 and 1"
+    parser.add_argument(
+        "--likelihood-weight",
+        type=float,
+        default=None,
+        help="weight of the path's likelihood (1 / perplexity) in a node's value; with "
+        f"--reward-weight, the defaults are {defaults}. A higher weight ranks texts that "
+        "satisfy the task by likelihood more sharply",
+    )
+    parser.add_argument(
+        "--reward-weight",
+        type=float,
+        default=None,
+        help="weight of the task's reward (keyword coverage, a verified answer) in a node's "
+        f"value; with --likelihood-weight, the defaults are {defaults}",
+    )
     parser.add_argument(
         "--coherence-weight",
         type=float,
         default=0.0,
         help="weight of the attention-derived coherence in a node's value, next to likelihood "
-        "and reward weighted 1 each; 0 leaves it out and captures no attention (default: 0)",
+        "and reward; 0 leaves it out and captures no attention (default: 0)",
     )
     parser.add_argument(
         "--prune-children",
@@ -629,6 +645,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
                 f"--tree {args.tree!r}: folder {str(tree_path.parent)!r} does not exist; create "
                 "it or pass a path in an existing folder."
             )
+    value = _value_from_args(args)  # checked before the model loads
     model = model if model is not None else _load(args)
     total = args.simulations
     with _progress(total, "simulations", _show_progress(args)) as bar:
@@ -665,6 +682,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
             chat=args.chat,
             seed=args.seed,
             on_simulation=advance,
+            value=value,
             **_coherence_from_args(args),
         )
     if args.tree is not None:
@@ -686,8 +704,38 @@ def _widening_from_args(args: argparse.Namespace):
         raise ValueError(f"--threshold-schedule: {error}") from None
 
 
+def _value_from_args(args: argparse.Namespace):
+    """Return the `value` argument of `search`: None (the search's default weights) unless a
+    weight flag was given, else `ValueWeights` with the given weights and the defaults of the
+    action space for the others."""
+    likelihood, reward = args.likelihood_weight, args.reward_weight
+    coherence = args.coherence_weight
+    if likelihood is None and reward is None and coherence == 0:
+        return None
+    from tempo_search.policies.values import ValueWeights
+
+    if getattr(args, "actions", "tokens") == "moves":
+        from tempo_search.move_search import DEFAULT_MOVE_VALUE as defaults
+    else:
+        defaults = ValueWeights()
+    try:
+        return ValueWeights(
+            likelihood=defaults.likelihood if likelihood is None else likelihood,
+            coherence=coherence,
+            reward=defaults.reward if reward is None else reward,
+        )
+    except ValueError as error:
+        flags = (
+            ("--likelihood-weight", likelihood),
+            ("--coherence-weight", coherence or None),
+            ("--reward-weight", reward),
+        )
+        given_flags = ", ".join(f"{flag} {weight}" for flag, weight in flags if weight is not None)
+        raise ValueError(f"{given_flags}: {error}") from None
+
+
 def _coherence_from_args(args: argparse.Namespace) -> dict:
-    """Return the `coherence`, `prune_children` and `value` arguments of `search`."""
+    """Return the `coherence` and `prune_children` arguments of `search`."""
     if args.coherence_weight == 0 and not args.prune_children:
         if args.prune_cut != -0.5 or args.prune_steepness != 10.0:
             raise ValueError(
@@ -695,7 +743,6 @@ def _coherence_from_args(args: argparse.Namespace) -> dict:
             )
         return {}
     from tempo_search.coherence import PruneConfig
-    from tempo_search.policies.values import ValueWeights
 
     return {
         "coherence": PruneConfig(
@@ -705,7 +752,6 @@ def _coherence_from_args(args: argparse.Namespace) -> dict:
             steepness=args.prune_steepness,
         ),
         "prune_children": args.prune_children,
-        "value": ValueWeights(coherence=args.coherence_weight),
     }
 
 

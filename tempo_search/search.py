@@ -355,7 +355,10 @@ def search(
             AlphaZero) or "max" (its Q is the best value found below it, rescaled to [0, 1]
             over the visited children of the node, as MuZero rescales Q by the tree's minimum
             and maximum; for searches that keep one best text, such as keyword constraints
-            with `stop_when_solved=False`). "max" needs `selection="puct"`.
+            with `stop_when_solved=False`). "max" needs `selection="puct"`. With "max",
+            selection skips finished texts and subtrees with nothing left to open, because
+            visiting them again would repeat a known value: every simulation opens a node,
+            and a node whose opened children are all finished opens its next candidate.
         time_limit: seconds after which the search stops and returns what it has.
         max_nodes: most tree nodes in the cache at once (prompt excluded); the least visited
             leaves are evicted to stay under it.
@@ -624,6 +627,9 @@ class _MCTS:
         # its parent's rollout takes the rest of that rollout instead of running its own.
         self.rollout_of: dict[int, Any] = {}
         self.reused_rollouts = 0
+        # With the max backup: ids of nodes whose subtree has nothing left to open, because
+        # every candidate is opened and each child is finished or itself exhausted.
+        self.exhausted: set[int] = set()
         self.nodes: dict[int, SearchNode] = {}
 
         self.root = SearchNode(node_id=ROOT, depth=0)
@@ -706,9 +712,10 @@ class _MCTS:
         node = self.current_root
         path = [node]
         max_depth = self.config.max_depth or self.config.max_new_tokens
+        skip_finished = self.config.backup == "max"
         while True:
             # The depth limit counts from the current root, so it moves with each commit.
-            if node.is_terminal or node.depth - self.current_root.depth >= max_depth:
+            if self._at_end(node, max_depth):
                 return _Leaf(node, path, [], [])
             tokens, priors, _ = self.candidates[node.node_id]
             admitted = self._admitted(node, priors)
@@ -716,11 +723,37 @@ class _MCTS:
             if admitted > opened and node.node_id not in claimed:
                 return _Leaf(node, path, tokens[opened:admitted], priors[opened:admitted])
             children = [c for c in node.children if not c.pruned]
+            if skip_finished:
+                # The max backup keeps the value of a finished text in its ancestors, so
+                # visiting it again would only repeat that value: selection goes elsewhere.
+                children = [c for c in children if not self._is_exhausted(c, max_depth)]
+                if not children:
+                    if opened < len(tokens):
+                        if node.node_id in claimed:
+                            return None
+                        # Every opened child is finished: open the next candidate now.
+                        return _Leaf(
+                            node, path, tokens[opened : opened + 1], priors[opened : opened + 1]
+                        )
+                    self.exhausted.add(node.node_id)
+                    if node is self.current_root:
+                        return None
+                    node = self.current_root
+                    path = [node]
+                    continue
             if not children:
                 # Every admitted child is in flight in this batch, or the node is a dead end.
                 return None
             node = self._choose_child(node, children)
             path.append(node)
+
+    def _at_end(self, node: SearchNode, max_depth: int) -> bool:
+        return node.is_terminal or node.depth - self.current_root.depth >= max_depth
+
+    def _is_exhausted(self, node: SearchNode, max_depth: int) -> bool:
+        """Return whether selection has nothing left to do below `node` (max backup only):
+        its text is finished, or its subtree is marked exhausted."""
+        return self._at_end(node, max_depth) or node.node_id in self.exhausted
 
     def _admitted(self, node: SearchNode, priors: list[float]) -> int:
         if not priors:
@@ -1189,6 +1222,8 @@ class _MCTS:
             sibling.parent = None
         self.current_root = child
         self.committed += 1
+        # The depth limit moves with the root, so a subtree cut off by it may open again.
+        self.exhausted.clear()
         self.engine.compact([n for n in self.nodes if n != ROOT])
         self._refresh_slots()
 

@@ -5,7 +5,10 @@ import pytest
 import torch
 from joblib.externals.loky import get_reusable_executor
 
+import benchmarks.keywords as keywords_module
 from benchmarks.keywords import (
+    MCTS_VALUE,
+    MCTS_WIDENING,
     METHODS,
     build_prompt,
     format_paired_table,
@@ -49,6 +52,43 @@ def test_run_keywords_counts_sets(section):
     assert section["settings"]["num_sets_done"] == 2
     for method in section["methods"].values():
         assert len(method["sets"]) == 2
+
+
+def test_run_keywords_records_value_weights(section):
+    assert section["settings"]["mcts_value_weights"] == {
+        "likelihood": MCTS_VALUE.likelihood,
+        "coherence": MCTS_VALUE.coherence,
+        "reward": MCTS_VALUE.reward,
+    }
+
+
+@pytest.fixture
+def mcts_kwargs(monkeypatch) -> dict:
+    """Return the keyword arguments of the `search` call that `run_mcts` makes."""
+    captured = {}
+    original = keywords_module.search
+
+    def spy(*args, **kwargs):
+        captured.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keywords_module, "search", spy)
+    keywords_module.run_mcts(
+        tiny_model("llama"), "Write:", ["cat"], simulations=2, max_new_tokens=2, seed=0
+    )
+    return captured
+
+
+def test_run_mcts_passes_value_weights(mcts_kwargs):
+    assert mcts_kwargs["value"] == MCTS_VALUE
+
+
+def test_run_mcts_passes_widening(mcts_kwargs):
+    assert mcts_kwargs["widening"] == MCTS_WIDENING
+
+
+def test_run_keywords_records_widening(section):
+    assert section["settings"]["mcts_widening"]["p3"] == MCTS_WIDENING.p3
 
 
 def test_run_keywords_coverage_matches_metric(section):

@@ -256,6 +256,12 @@ INVALID_CASES = [
     (["search", PROMPT, "--commit", "twice"], ["--commit", "'twice'"]),
     (["search", PROMPT, "--rollout", "foo"], ["--rollout", "'foo'"]),
     (["search", PROMPT, "--simulations", "many"], ["--simulations", "'many'"]),
+    (["search", PROMPT, "--likelihood-weight", "-1"], ["--likelihood-weight -1.0", ">= 0"]),
+    (["search", PROMPT, "--reward-weight", "nan"], ["--reward-weight nan", ">= 0"]),
+    (
+        ["search", PROMPT, "--likelihood-weight", "0", "--reward-weight", "0"],
+        ["--likelihood-weight 0.0", "all 0"],
+    ),
 ]
 
 
@@ -568,3 +574,28 @@ def test_search_backup_flag_reaches_search(model_dir, search_kwargs):
     )
     assert code == 0
     assert search_kwargs["backup"] == "max"
+
+
+def test_search_no_weight_flags_passes_none(model_dir, search_kwargs):
+    code = main(["search", "the cat", "--model", str(model_dir), "--simulations", "4"])
+    assert code == 0
+    assert search_kwargs["value"] is None
+
+
+def test_search_weight_flags_reach_search(model_dir, search_kwargs):
+    from tempo_search.policies.values import ValueWeights
+
+    argv = ["search", "the cat", "--model", str(model_dir), "--simulations", "4"]
+    code = main([*argv, "--likelihood-weight", "3"])
+    assert code == 0
+    assert search_kwargs["value"] == ValueWeights(likelihood=3.0, reward=1.0)
+
+
+def test_solve_reward_weight_keeps_move_default(puzzle_model_dir, search_kwargs):
+    from tempo_search.move_search import DEFAULT_MOVE_VALUE
+    from tempo_search.policies.values import ValueWeights
+
+    argv = ["solve", "game24", "4 9 10 13", "--model", str(puzzle_model_dir)]
+    main([*argv, "--simulations", "2", "--reward-weight", "2"])
+    expected = ValueWeights(likelihood=DEFAULT_MOVE_VALUE.likelihood, reward=2.0)
+    assert search_kwargs["value"] == expected

@@ -296,6 +296,11 @@ CLI_ROWS = [
         ("rollout_depth=0", "at least 1"),
     ),
     CliRow(
+        "search-likelihood-weight-negative",
+        _tiny("search", "the cat", "--likelihood-weight", "-1"),
+        ("--likelihood-weight -1.0", "weight >= 0"),
+    ),
+    CliRow(
         "search-empty-prompt",
         _tiny("search", ""),
         ("prompt is empty", "''"),

@@ -260,6 +260,42 @@ def test_search_backup_max_changes_tree(llama):
     assert mean_visits != best_visits
 
 
+def test_backup_max_stops_when_exhausted(llama):
+    result = search(llama, PROMPT, num_simulations=20, backup="max", max_new_tokens=1, max_width=3)
+    assert result.stats.stopped_by == "exhausted"
+
+
+def test_backup_max_opens_every_finished_child(llama):
+    result = search(llama, PROMPT, num_simulations=20, backup="max", max_new_tokens=1, max_width=3)
+    assert result.stats.nodes == 3
+
+
+def test_backup_mean_revisits_finished_texts(llama):
+    result = search(llama, PROMPT, num_simulations=20, backup="mean", max_new_tokens=1, max_width=3)
+    assert result.stats.stopped_by == "simulations"
+
+
+def test_backup_max_expands_every_simulation(llama):
+    mcts = make_mcts(
+        llama,
+        num_simulations=24,
+        backup="max",
+        rollout=RolloutConfig("greedy", depth=4),
+        max_new_tokens=3,
+        max_width=2,
+    )
+    revisits = []
+    expand = mcts._expand_and_evaluate
+
+    def spy(leaves):
+        revisits.extend(leaf for leaf in leaves if not leaf.new_tokens)
+        return expand(leaves)
+
+    mcts._expand_and_evaluate = spy
+    mcts.run(None)
+    assert revisits == []
+
+
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [

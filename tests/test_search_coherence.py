@@ -330,13 +330,13 @@ def test_cache_exact_after_pruning(stepped, llama):
 
 
 def test_cli_coherence_flags_build_search_arguments():
-    from tempo_search.cli import _coherence_from_args, build_parser
+    from tempo_search.cli import _coherence_from_args, _value_from_args, build_parser
 
     args = build_parser().parse_args(
         ["search", "the cat", "--coherence-weight", "0.5", "--prune-children"]
     )
     arguments = _coherence_from_args(args)
-    assert arguments["value"] == ValueWeights(coherence=0.5)
+    assert _value_from_args(args) == ValueWeights(coherence=0.5)
     assert arguments["prune_children"] is True
     assert arguments["coherence"] == PruneConfig(layers="last:4", floor=0.5)
 
