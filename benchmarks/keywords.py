@@ -77,8 +77,8 @@ first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of
 commit 61b55a7 used 500. Since then, the max backup skips finished texts, so every simulation
 opens a node, and `MCTS_WIDENING` opens more tokens per node, so each simulation costs more
 forwards. In exploratory runs (not recorded), 240 such simulations cost 1,314 forwards per
-set on 29 sets where the record of 500 cost 1,183. 220 keep a 100-set run with `--jobs 2`
-near the 132 minutes of that record."""
+set on 29 sets where the record of 500 cost 1,183. 220 should keep a 100-set run with `--jobs 2`
+near the 132 minutes of that record (an estimate, since run time grows with forwards)."""
 MCTS_BATCH_SIZE = 8
 """Leaves per batch. Eight leaves send more rows per model call than four. With 500
 simulations and 8 children per node, batches of 8 cost about 970 forwards per set (in 4-row

@@ -357,8 +357,8 @@ def search(
             and maximum; for searches that keep one best text, such as keyword constraints
             with `stop_when_solved=False`). "max" needs `selection="puct"`. With "max",
             selection skips finished texts and subtrees with nothing left to open, because
-            visiting them again would repeat a known value: every simulation opens a node,
-            and a node whose opened children are all finished opens its next candidate.
+            visiting them again would repeat a known value. So every simulation opens a
+            node, and a node whose opened children are all finished opens its next candidate.
         time_limit: seconds after which the search stops and returns what it has.
         max_nodes: most tree nodes in the cache at once (prompt excluded); the least visited
             leaves are evicted to stay under it.
@@ -725,13 +725,13 @@ class _MCTS:
             children = [c for c in node.children if not c.pruned]
             if skip_finished:
                 # The max backup keeps the value of a finished text in its ancestors, so
-                # visiting it again would only repeat that value: selection goes elsewhere.
+                # visiting it again would only repeat that value. Selection goes elsewhere.
                 children = [c for c in children if not self._is_exhausted(c, max_depth)]
                 if not children:
                     if opened < len(tokens):
                         if node.node_id in claimed:
                             return None
-                        # Every opened child is finished: open the next candidate now.
+                        # Every opened child is finished, so the node opens its next candidate.
                         return _Leaf(
                             node, path, tokens[opened : opened + 1], priors[opened : opened + 1]
                         )
@@ -748,11 +748,12 @@ class _MCTS:
             path.append(node)
 
     def _at_end(self, node: SearchNode, max_depth: int) -> bool:
+        """Return whether the path ends at `node`: a finished text or the depth limit."""
         return node.is_terminal or node.depth - self.current_root.depth >= max_depth
 
     def _is_exhausted(self, node: SearchNode, max_depth: int) -> bool:
-        """Return whether selection has nothing left to do below `node` (max backup only):
-        its text is finished, or its subtree is marked exhausted."""
+        """Return whether the max backup's selection skips `node`, because its text is
+        finished or its subtree is marked exhausted."""
         return self._at_end(node, max_depth) or node.node_id in self.exhausted
 
     def _admitted(self, node: SearchNode, priors: list[float]) -> int:
