@@ -6,8 +6,9 @@ that uses all of these words: w1, w2, w3." goes through the chat template, and e
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
 the same fixed seed per set:
 
-- "MCTS": `search` with `constraints_task(keywords=...)`, 220 simulations in batches of 8 with
-  up to 32 children per node, opened down to a prior of 0.002 (`MCTS_WIDENING`), the keyword
+- "MCTS": `search` with `constraints_task(keywords=...)`, 340 simulations in batches of 8 with
+  up to 32 children per node, first tokens opened down to a prior of 0.002
+  (`MCTS_ROOT_WIDENING`) and later ones down to 0.01 (`MCTS_WIDENING`), the keyword
   guide at its default share (`search.DEFAULT_GUIDE`: the prior mixes in the LM's
   probabilities of the tokens that start a missing word) and a greedy rollout from every new
   node to the length limit, so each simulation scores a whole text. The max backup
@@ -64,21 +65,21 @@ from tempo_search.metrics import keyword_coverage, perplexity
 from tempo_search.models import LoadedModel, load_model
 from tempo_search.policies.values import ValueWeights
 from tempo_search.schedules import BezierSchedule
-from tempo_search.search import search
+from tempo_search.search import DEFAULT_WIDENING_SCHEDULE, search
 from tempo_search.tasks.constraints import constraints_task
 
 logger = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 32
-MCTS_SIMULATIONS = 220
+MCTS_SIMULATIONS = 340
 """Simulations of the MCTS method. In exploratory runs on keyword sets 11 to 30 (not recorded),
 150 simulations covered every word of every set at mean perplexity 2.38, and 250 at 2.21. The
 first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of 4, and up to
-commit 61b55a7 used 500. Since then, the max backup skips finished texts, so every simulation
-opens a node, and `MCTS_WIDENING` opens more tokens per node, so each simulation costs more
-forwards. In exploratory runs (not recorded), 240 such simulations cost 1,314 forwards per
-set on 29 sets where the record of 500 cost 1,183. 220 should keep a 100-set run with `--jobs 2`
-near the 132 minutes of that record (an estimate, since run time grows with forwards)."""
+commit 61b55a7 used 500, and commit 138f2eb 220. Since then, the max backup skips finished
+texts, so every simulation opens a node and costs more forwards. In exploratory runs (not
+recorded) with `MCTS_ROOT_WIDENING`, 380 simulations cost 1,249 forwards per set on 20 sets where
+the record of 500 cost 1,119. 340 should keep a 100-set run with `--jobs 2` near the 132 minutes
+of that record (an estimate, since run time grows with forwards)."""
 MCTS_BATCH_SIZE = 8
 """Leaves per batch. Eight leaves send more rows per model call than four. With 500
 simulations and 8 children per node, batches of 8 cost about 970 forwards per set (in 4-row
@@ -89,15 +90,18 @@ MCTS_MAX_WIDTH = 32
 """Most children a node opens (`max_width`; the search default is 8). In exploratory runs on
 keyword sets 41 to 56 (not recorded), 500 simulations in batches of 8 covered every word at
 mean perplexity 2.26 with 8 children and 2.17 with 32."""
-MCTS_WIDENING = BezierSchedule(1.0, 0.25, 0.05, 0.002)
-"""Progressive widening of the MCTS method: the prior a token needs to be opened falls from 1
-to 0.002 over a node's first 32 visits. The search default (`DEFAULT_WIDENING_SCHEDULE`) ends
-at 0.01, so `max_width=32` opened only the tokens above 1 % prior. On kw-064 the first token
-"This" (prior 0.0075) leads by greedy decoding to a text that covers every word at
-perplexity 2.06, below the 2.47 that the record of 500 simulations found. In exploratory runs
-(not recorded) at 240 simulations, mean perplexity was 2.25 on 29 sets, against 2.27 in the
-record. On the 21 sets that also ran at 400 simulations with the default schedule, both gave
-2.24."""
+MCTS_WIDENING = DEFAULT_WIDENING_SCHEDULE
+"""Progressive widening below the root: the search default, whose floor is a prior of 0.01."""
+MCTS_ROOT_WIDENING = BezierSchedule(1.0, 0.25, 0.05, 0.002)
+"""Progressive widening at the root: the prior a first token needs to be opened falls from 1
+to 0.002 over the root's first 32 visits. With the default floor of 0.01, `max_width=32`
+opened only the first tokens above 1 % prior. On kw-064 the first token "This" (prior 0.0075)
+leads by greedy decoding to a text that covers every word at perplexity 2.06, below the 2.47
+that the record of 500 simulations found. In exploratory runs (not recorded) on 16 sets
+(kw-021 to kw-030 and kw-061 to kw-070), mean perplexity was 2.15 with this floor at the root
+only (380 simulations), 2.19 with it at every node (240 simulations) and 2.19 with the default
+schedule everywhere (400 simulations): a low floor deep in the tree spends simulations on
+unlikely tokens (kw-021: 3.53 at every node, 2.92 at the root only)."""
 MCTS_BACKUP = "max"
 """Backup rule of the MCTS method: a token's Q is the best text found below it, rescaled over
 its siblings (`search(backup="max")`). In exploratory runs on keyword sets 1 to 10 (not
@@ -219,6 +223,7 @@ def run_mcts(
         stop_when_solved=False,
         max_width=MCTS_MAX_WIDTH,
         widening=MCTS_WIDENING,
+        root_widening=MCTS_ROOT_WIDENING,
         backup=MCTS_BACKUP,
         value=MCTS_VALUE,
         seed=seed,
@@ -486,6 +491,7 @@ def run_keywords(
             "mcts_batch_size": MCTS_BATCH_SIZE,
             "mcts_max_width": MCTS_MAX_WIDTH,
             "mcts_widening": dataclasses.asdict(MCTS_WIDENING),
+            "mcts_root_widening": dataclasses.asdict(MCTS_ROOT_WIDENING),
             "mcts_backup": MCTS_BACKUP,
             "mcts_value_weights": dataclasses.asdict(MCTS_VALUE),
             "mcts_rollout": MCTS_ROLLOUT,

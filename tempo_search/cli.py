@@ -435,6 +435,14 @@ def _add_search_arguments(
         "--actions moves, 0.5,0.05,0,0 over 8 visits)",
     )
     parser.add_argument(
+        "--root-widening",
+        default=None,
+        metavar="P0,P1,P2,P3",
+        help="Bezier control points of the widening at the root only, in the same form as "
+        "--widening; a lower floor, such as 1.0,0.25,0.05,0.002, lets the search try first "
+        "tokens the model ranks low (default: the --widening schedule)",
+    )
+    parser.add_argument(
         "--max-width",
         type=int,
         default=None,
@@ -663,6 +671,7 @@ def _search_from_args(args: argparse.Namespace, *, task=None, prompt=None, model
             c_puct=args.c_puct,
             selection=args.selection,
             widening=_widening_from_args(args),
+            root_widening=args.root_widening,
             max_width=args.max_width,
             batch_size=args.batch_size,
             rollout=args.rollout,

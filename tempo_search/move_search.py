@@ -288,7 +288,10 @@ class MoveSearch:
     def _admitted(self, node: MoveNode, priors: list[float]) -> int:
         if not priors:
             return 0
-        threshold = self.config.widening.at_visits(node.visit_count)
+        schedule = self.config.widening
+        if self.config.root_widening is not None and node is self.root:
+            schedule = self.config.root_widening
+        threshold = schedule.at_visits(node.visit_count)
         count = sum(1 for p in priors if p >= threshold)
         return max(1, min(count, self.config.max_width, len(priors)))
 

@@ -71,6 +71,7 @@ class SearchConfig:
     c_puct: float = DEFAULT_C_PUCT
     selection: str = "puct"
     widening: Schedule = DEFAULT_WIDENING_SCHEDULE
+    root_widening: Schedule | None = None
     max_width: int = 8
     batch_size: int = 4
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
@@ -112,6 +113,13 @@ class SearchConfig:
             raise TypeError(
                 f"widening must be a schedule such as BezierSchedule(1.0, 0.25, 0.05, 0.01), "
                 f"got {self.widening!r}."
+            )
+        if self.root_widening is not None and not callable(
+            getattr(self.root_widening, "at_visits", None)
+        ):
+            raise TypeError(
+                f"root_widening must be a schedule such as BezierSchedule(1.0, 0.25, 0.05, "
+                f"0.002), or None for the widening schedule, got {self.root_widening!r}."
             )
         _check_int("max_width", self.max_width, 1, "such as 8")
         _check_int("batch_size", self.batch_size, 1, "such as 4")
@@ -285,6 +293,25 @@ class SearchResult:
         }
 
 
+def _as_schedule(name: str, widening: Schedule | Sequence[float] | str) -> Schedule:
+    """Return `widening` as a schedule: a schedule as it is, four control points, or a string
+    "p0,p1,p2,p3". `name` is the argument's name in the error message."""
+    if hasattr(widening, "at_visits"):
+        return widening
+    try:
+        if isinstance(widening, str):
+            return BezierSchedule.from_string(widening)
+        points = list(widening)
+        if len(points) != 4:
+            raise ValueError(f"it has {len(points)} control points instead of four")
+        return BezierSchedule(*points)
+    except (TypeError, ValueError) as error:
+        raise type(error)(
+            f"{name}={widening!r} is invalid ({error}); pass four control points in "
+            '[0, 1], such as (1.0, 0.25, 0.05, 0.01) or "1.0,0.25,0.05,0.01".'
+        ) from None
+
+
 def search(
     model,
     prompt: Prompt | None = None,
@@ -294,6 +321,7 @@ def search(
     c_puct: float = DEFAULT_C_PUCT,
     selection: str = "puct",
     widening: Schedule | Sequence[float] | str | None = None,
+    root_widening: Schedule | Sequence[float] | str | None = None,
     max_width: int | None = None,
     batch_size: int = 4,
     rollout: str | RolloutConfig | None = None,
@@ -335,6 +363,10 @@ def search(
             function of the node's visit count (a `BezierSchedule`, four control points, or a
             string "p0,p1,p2,p3"). None means `DEFAULT_WIDENING_SCHEDULE`, or
             `move_search.DEFAULT_MOVE_WIDENING` with `actions="moves"`.
+        root_widening: the schedule of the current root only, in the same forms as `widening`;
+            None means `widening`. A lower floor at the root lets the search try first tokens
+            the LM ranks low (such as "This" in "This sentence uses all of the words ...")
+            without opening such tokens deep in the tree.
         max_width: most children of one node; None means 8 with `actions="tokens"` and
             `MOVE_MAX_WIDTH` (every legal line of the shipped puzzles) with `actions="moves"`.
         batch_size: leaves selected per iteration (with a virtual loss) and expanded in one
@@ -421,20 +453,9 @@ def search(
         from tempo_search.move_search import DEFAULT_MOVE_WIDENING
 
         widening = DEFAULT_MOVE_WIDENING if actions == "moves" else DEFAULT_WIDENING_SCHEDULE
-    if not hasattr(widening, "at_visits"):
-        try:
-            if isinstance(widening, str):
-                widening = BezierSchedule.from_string(widening)
-            else:
-                points = list(widening)
-                if len(points) != 4:
-                    raise ValueError(f"it has {len(points)} control points instead of four")
-                widening = BezierSchedule(*points)
-        except (TypeError, ValueError) as error:
-            raise type(error)(
-                f"widening={widening!r} is invalid ({error}); pass four control points in "
-                '[0, 1], such as (1.0, 0.25, 0.05, 0.01) or "1.0,0.25,0.05,0.01".'
-            ) from None
+    widening = _as_schedule("widening", widening)
+    if root_widening is not None:
+        root_widening = _as_schedule("root_widening", root_widening)
     if max_width is None:
         max_width = MOVE_MAX_WIDTH if actions == "moves" else 8
     move_rollout = None
@@ -469,6 +490,7 @@ def search(
         c_puct=c_puct,
         selection=selection,
         widening=widening,
+        root_widening=root_widening,
         max_width=max_width,
         batch_size=batch_size,
         rollout=rollout,
@@ -759,7 +781,10 @@ class _MCTS:
     def _admitted(self, node: SearchNode, priors: list[float]) -> int:
         if not priors:
             return 0
-        threshold = self.config.widening.at_visits(node.visit_count)
+        schedule = self.config.widening
+        if self.config.root_widening is not None and node is self.current_root:
+            schedule = self.config.root_widening
+        threshold = schedule.at_visits(node.visit_count)
         count = sum(1 for p in priors if p >= threshold)
         return max(1, min(count, self.config.max_width, len(priors)))
 

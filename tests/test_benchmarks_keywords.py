@@ -7,6 +7,7 @@ from joblib.externals.loky import get_reusable_executor
 
 import benchmarks.keywords as keywords_module
 from benchmarks.keywords import (
+    MCTS_ROOT_WIDENING,
     MCTS_VALUE,
     MCTS_WIDENING,
     METHODS,
@@ -87,8 +88,16 @@ def test_run_mcts_passes_widening(mcts_kwargs):
     assert mcts_kwargs["widening"] == MCTS_WIDENING
 
 
+def test_run_mcts_passes_root_widening(mcts_kwargs):
+    assert mcts_kwargs["root_widening"] == MCTS_ROOT_WIDENING
+
+
 def test_run_keywords_records_widening(section):
     assert section["settings"]["mcts_widening"]["p3"] == MCTS_WIDENING.p3
+
+
+def test_run_keywords_records_root_widening(section):
+    assert section["settings"]["mcts_root_widening"]["p3"] == MCTS_ROOT_WIDENING.p3
 
 
 def test_run_keywords_coverage_matches_metric(section):

@@ -247,6 +247,7 @@ INVALID_CASES = [
     (["search", PROMPT, "--c-puct", "-1"], ["c_puct", "-1"]),
     (["search", PROMPT, "--widening", "1,2"], ["'1,2'"]),
     (["search", PROMPT, "--widening", "0.5,1.5,0,0"], ["1.5"]),
+    (["search", PROMPT, "--root-widening", "1,2"], ["root_widening='1,2'"]),
     (["search", PROMPT, "--batch-size", "0"], ["batch_size", "0"]),
     (["search", PROMPT, "--time-limit", "0"], ["time_limit", "0"]),
     (["search", PROMPT, "--time-limit", "-1"], ["time_limit", "-1"]),
@@ -574,6 +575,13 @@ def test_search_backup_flag_reaches_search(model_dir, search_kwargs):
     )
     assert code == 0
     assert search_kwargs["backup"] == "max"
+
+
+def test_search_root_widening_flag_reaches_search(model_dir, search_kwargs):
+    argv = ["search", "the cat", "--model", str(model_dir), "--simulations", "4"]
+    code = main([*argv, "--root-widening", "1.0,0.25,0.05,0.002"])
+    assert code == 0
+    assert search_kwargs["root_widening"] == "1.0,0.25,0.05,0.002"
 
 
 def test_search_no_weight_flags_passes_none(model_dir, search_kwargs):

@@ -357,6 +357,45 @@ def test_widening_children_sorted_and_bounded(llama):
         assert [c.token_id for c in node.children] == tokens[: len(node.children)]
 
 
+NARROW_WIDENING = BezierSchedule(1.0, 1.0, 1.0, 1.0)
+"""A schedule that admits one child per node: no prior reaches above 1."""
+
+
+@pytest.fixture(scope="module")
+def root_widened(llama):
+    mcts = make_mcts(
+        llama,
+        widening=NARROW_WIDENING,
+        root_widening=BUSHY_WIDENING,
+        max_width=4,
+        max_new_tokens=6,
+        num_simulations=24,
+    )
+    mcts.run(None)
+    return mcts
+
+
+def test_root_widening_opens_root_children(root_widened):
+    assert len(root_widened.root.children) == 4
+
+
+def test_root_widening_leaves_deeper_nodes_to_widening(root_widened):
+    deeper = [n for n in tree_nodes(root_widened.root) if n.children]
+    assert len(deeper) > 3
+    for node in deeper:
+        assert len(node.children) == 1, f"node {node.node_id}"
+
+
+def test_search_root_widening_error_names_parameter(llama):
+    with pytest.raises(ValueError, match="root_widening='1,2'"):
+        search(llama, PROMPT, root_widening="1,2")
+
+
+def test_search_config_rejects_root_widening_without_schedule():
+    with pytest.raises(TypeError, match="root_widening"):
+        SearchConfig(root_widening=0.5)
+
+
 # ----------------------------------------------------------------- exactness
 
 
