@@ -75,11 +75,11 @@ MCTS_SIMULATIONS = 340
 """Simulations of the MCTS method. In exploratory runs on keyword sets 11 to 30 (not recorded),
 150 simulations covered every word of every set at mean perplexity 2.38, and 250 at 2.21. The
 first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of 4, and up to
-commit 61b55a7 used 500, and commit 138f2eb 220. Since then, the max backup skips finished
+commit 61b55a7 used 500 (commit 138f2eb set 220 but made no 100-set run). Since then, the max backup skips finished
 texts, so every simulation opens a node and costs more forwards. In exploratory runs (not
 recorded) with `MCTS_ROOT_WIDENING`, 380 simulations cost 1,249 forwards per set on 20 sets where
-the record of 500 cost 1,119. 340 should keep a 100-set run with `--jobs 2` near the 132 minutes
-of that record (an estimate, since run time grows with forwards)."""
+the record of 500 cost 1,119. At 340, the 100-set run with `--jobs 2` at commit bf2ad2c spent
+1,123 forwards per set and took 109 minutes."""
 MCTS_BATCH_SIZE = 8
 """Leaves per batch. Eight leaves send more rows per model call than four. With 500
 simulations and 8 children per node, batches of 8 cost about 970 forwards per set (in 4-row
@@ -99,9 +99,9 @@ opened only the first tokens above 1 % prior. On kw-064 the first token "This" (
 leads by greedy decoding to a text that covers every word at perplexity 2.06, below the 2.47
 that the record of 500 simulations found. In exploratory runs (not recorded) on 16 sets
 (kw-021 to kw-030 and kw-061 to kw-070), mean perplexity was 2.15 with this floor at the root
-only (380 simulations), 2.19 with it at every node (240 simulations) and 2.19 with the default
-schedule everywhere (400 simulations): a low floor deep in the tree spends simulations on
-unlikely tokens (kw-021: 3.53 at every node, 2.92 at the root only)."""
+only (380 simulations). It was 2.19 with the floor at every node (240 simulations), and 2.19
+with the default schedule everywhere (400 simulations). A low floor deep in the tree spends
+simulations on unlikely tokens (kw-021: 3.53 at every node, 2.92 at the root only)."""
 MCTS_BACKUP = "max"
 """Backup rule of the MCTS method: a token's Q is the best text found below it, rescaled over
 its siblings (`search(backup="max")`). In exploratory runs on keyword sets 1 to 10 (not

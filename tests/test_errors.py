@@ -266,6 +266,11 @@ CLI_ROWS = [
         ("'0.5,1.5,0,0'", "p1=1.5", "[0, 1]"),
     ),
     CliRow(
+        "search-root-widening-two-points",
+        _tiny("search", "the cat", "--root-widening", "1,2"),
+        ("root_widening='1,2'", "four control points"),
+    ),
+    CliRow(
         "search-batch-size-0",
         _tiny("search", "the cat", "--batch-size", "0"),
         ("batch_size=0", "at least 1"),
