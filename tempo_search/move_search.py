@@ -288,9 +288,7 @@ class MoveSearch:
     def _admitted(self, node: MoveNode, priors: list[float]) -> int:
         if not priors:
             return 0
-        schedule = self.config.widening
-        if self.config.root_widening is not None and node is self.root:
-            schedule = self.config.root_widening
+        schedule = self.config.widening_for(node is self.root)
         threshold = schedule.at_visits(node.visit_count)
         count = sum(1 for p in priors if p >= threshold)
         return max(1, min(count, self.config.max_width, len(priors)))

@@ -182,6 +182,13 @@ class SearchConfig:
                 "node's value can have no other part; pass ValueWeights(likelihood=1.0, ...)."
             )
 
+    def widening_for(self, at_root: bool) -> Schedule:
+        """Return the widening schedule of a node: `root_widening` at the root when it is
+        set, else `widening`."""
+        if at_root and self.root_widening is not None:
+            return self.root_widening
+        return self.widening
+
     @property
     def uses_coherence(self) -> bool:
         """Whether expansions capture attention: a coherence value or pruning is enabled."""
@@ -293,21 +300,21 @@ class SearchResult:
         }
 
 
-def _as_schedule(name: str, widening: Schedule | Sequence[float] | str) -> Schedule:
-    """Return `widening` as a schedule: a schedule as it is, four control points, or a string
+def _as_schedule(name: str, value: Schedule | Sequence[float] | str) -> Schedule:
+    """Return `value` as a schedule: a schedule as it is, four control points, or a string
     "p0,p1,p2,p3". `name` is the argument's name in the error message."""
-    if hasattr(widening, "at_visits"):
-        return widening
+    if hasattr(value, "at_visits"):
+        return value
     try:
-        if isinstance(widening, str):
-            return BezierSchedule.from_string(widening)
-        points = list(widening)
+        if isinstance(value, str):
+            return BezierSchedule.from_string(value)
+        points = list(value)
         if len(points) != 4:
             raise ValueError(f"it has {len(points)} control points instead of four")
         return BezierSchedule(*points)
     except (TypeError, ValueError) as error:
         raise type(error)(
-            f"{name}={widening!r} is invalid ({error}); pass four control points in "
+            f"{name}={value!r} is invalid ({error}); pass four control points in "
             '[0, 1], such as (1.0, 0.25, 0.05, 0.01) or "1.0,0.25,0.05,0.01".'
         ) from None
 
@@ -363,7 +370,7 @@ def search(
             function of the node's visit count (a `BezierSchedule`, four control points, or a
             string "p0,p1,p2,p3"). None means `DEFAULT_WIDENING_SCHEDULE`, or
             `move_search.DEFAULT_MOVE_WIDENING` with `actions="moves"`.
-        root_widening: the schedule of the current root only, in the same forms as `widening`;
+        root_widening: the schedule of the current root only, in the same forms as `widening`.
             None means `widening`. A lower floor at the root lets the search try first tokens
             the LM ranks low (such as "This" in "This sentence uses all of the words ...")
             without opening such tokens deep in the tree.
@@ -781,9 +788,7 @@ class _MCTS:
     def _admitted(self, node: SearchNode, priors: list[float]) -> int:
         if not priors:
             return 0
-        schedule = self.config.widening
-        if self.config.root_widening is not None and node is self.current_root:
-            schedule = self.config.root_widening
+        schedule = self.config.widening_for(node is self.current_root)
         threshold = schedule.at_visits(node.visit_count)
         count = sum(1 for p in priors if p >= threshold)
         return max(1, min(count, self.config.max_width, len(priors)))

@@ -577,7 +577,7 @@ def test_search_backup_flag_reaches_search(model_dir, search_kwargs):
     assert search_kwargs["backup"] == "max"
 
 
-def test_search_root_widening_flag_reaches_search(model_dir, search_kwargs):
+def test_search_root_widening_reaches_search(model_dir, search_kwargs):
     argv = ["search", "the cat", "--model", str(model_dir), "--simulations", "4"]
     code = main([*argv, "--root-widening", "1.0,0.25,0.05,0.002"])
     assert code == 0

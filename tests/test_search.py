@@ -358,7 +358,8 @@ def test_widening_children_sorted_and_bounded(llama):
 
 
 NARROW_WIDENING = BezierSchedule(1.0, 1.0, 1.0, 1.0)
-"""A schedule that admits one child per node: no prior reaches above 1."""
+"""A schedule whose threshold of 1 no prior reaches, so each node opens only its most likely
+child (a node always opens at least one)."""
 
 
 @pytest.fixture(scope="module")
@@ -379,19 +380,19 @@ def test_root_widening_opens_root_children(root_widened):
     assert len(root_widened.root.children) == 4
 
 
-def test_root_widening_leaves_deeper_nodes_to_widening(root_widened):
+def test_root_widening_skips_deeper_nodes(root_widened):
     deeper = [n for n in tree_nodes(root_widened.root) if n.children]
     assert len(deeper) > 3
     for node in deeper:
         assert len(node.children) == 1, f"node {node.node_id}"
 
 
-def test_search_root_widening_error_names_parameter(llama):
+def test_search_root_widening_error_names_argument(llama):
     with pytest.raises(ValueError, match="root_widening='1,2'"):
         search(llama, PROMPT, root_widening="1,2")
 
 
-def test_search_config_rejects_root_widening_without_schedule():
+def test_config_rejects_root_widening_number():
     with pytest.raises(TypeError, match="root_widening"):
         SearchConfig(root_widening=0.5)
 
