@@ -8,23 +8,25 @@ the same text.
 Expanding a node is a parallel-token step over the trie of its legal lines:
 
 1. *Scoring.* The trie nodes shared by two or more lines are forwarded in one pass, with their
-   parents in the same batch, so every branching point has next-token logits. A line's prior
-   is the product, over the branching points on its path, of the LM's probability of the
-   line's token renormalised over the tokens the legal lines allow there: the probability that
-   masked sampling writes this line. Tokens after the last branching point are forced and add
-   nothing. With `prior="uniform"` every line gets `1 / num_lines` in a seeded random order,
-   and this pass is skipped.
+   parents in the same batch, so every branching point has next-token logits. The pass starts
+   with the tokens of the node's own line that are not in the cache yet, since the first
+   branching point reads the logits after that line. A line's prior is the product, over the
+   branching points on its path, of the LM's probability of the line's token renormalised over
+   the tokens the legal lines allow there: the probability that masked sampling writes this
+   line. Tokens after the last branching point are forced and add nothing. With
+   `prior="uniform"` every line gets `1 / num_lines` in a seeded random order, and no pass runs.
 2. *Opening.* Progressive widening admits the lines whose prior passes the Bezier threshold at
-   the node's visit count (at least one, at most `max_width`). Their forced tokens are forwarded
-   in a second pass (with any shared trie nodes the uniform prior skipped), and each admitted
-   line becomes a child. A node visited more later opens its next lines the same way.
+   the node's visit count (at least one, at most `max_width`), and each admitted line becomes a
+   child. Opening forwards nothing: a child's value comes from the simulator, and its line's
+   forced tokens are forwarded only when the child is first expanded, in that scoring pass. A
+   node visited more later opens its next lines the same way.
 
-Leaves of one batch share both passes. Every token is forwarded once; a line that is never
-admitted costs only its shared prefix.
+Leaves of one batch share the scoring pass. Every token is forwarded once. A line whose node
+is never expanded costs only the branching points it shares with other lines, and nothing
+under the uniform prior, which reads no logits.
 
-NOTE: the cache keeps every forwarded line, since the move search has no `max_nodes` eviction.
-A task with many lines per node (Countdown with six numbers has about 120) grows a cache of
-tens of thousands of entries in 200 simulations, and each forward slows down with it.
+NOTE: the cache keeps every forwarded line, because the move search has no `max_nodes`
+eviction. It grows by the lines and branching points of each expanded node.
 
 The value of a new child is `ValueWeights.combine` of the path's likelihood (the geometric mean
 of its line priors), no coherence, and a reward. The reward is the verifier's when the text is
@@ -326,6 +328,7 @@ class MoveSearch:
         parents: list[int] = []
         tokens: list[int] = []
         pending: list[tuple[_Trie, int]] = []
+        forwarded_lines: list[MoveNode] = []  # leaves whose own line this pass forwards
         for leaf in leaves:
             node = leaf.node
             moves = self.task.moves(node.state)
@@ -335,6 +338,10 @@ class MoveSearch:
             self.tries[node.node_id] = trie
             if self.config.prior == "uniform":
                 continue
+            if node.kv_id == _NOT_FORWARDED:
+                # The node's own line is forwarded first, in the same pass.
+                self._append_line(node, parents, tokens)
+                forwarded_lines.append(node)
             # Shared trie nodes (two or more lines pass) hold the branching logits.
             for index in range(len(trie.tokens)):
                 if trie.counts[index] >= 2:
@@ -346,11 +353,17 @@ class MoveSearch:
 
         logits = None
         if tokens:
+            first = self.engine.next_node_id
             logits = self._forward(parents, tokens)
+            rows = {first + row: row for row in range(len(tokens))}
+            for node in forwarded_lines:
+                node.slot = self.engine.slot(node.kv_id)
+                self._store_first(node, logits[rows[node.kv_id]])
         log_probs: dict[tuple[int, int], dict[int, float]] = {}
         if logits is not None:
             # Only the tokens the trie allows next are read from each row.
-            for row, (trie, index) in enumerate(pending):
+            for trie, index in pending:
+                row = rows[trie.kv[index]]
                 allowed = list(trie.children[index])
                 if len(allowed) >= 2:
                     values = torch.log_softmax(logits[row].float(), dim=-1)[allowed].tolist()
@@ -388,52 +401,47 @@ class MoveSearch:
             previous = index
         return total
 
-    def _open(self, leaves: list[_Leaf]) -> list[tuple[_Leaf, MoveNode]]:
-        """Forward the not yet cached tokens of the lines to open; make one child per line."""
-        parents: list[int] = []
-        tokens: list[int] = []
-        for leaf in leaves:
-            trie = self.tries[leaf.node.node_id]
-            for line in leaf.open_lines:
-                for index in trie.path(trie.ends[line]):
-                    if index in trie.kv:
-                        continue
-                    parent = trie.parents[index]
-                    trie.kv[index] = self.engine.next_node_id + len(tokens)
-                    parents.append(leaf.node.kv_id if parent < 0 else trie.kv[parent])
-                    tokens.append(trie.tokens[index])
-        rows = {}
-        if tokens:
-            first = self.engine.next_node_id
-            logits = self._forward(parents, tokens)
-            rows = {first + row: logits[row] for row in range(len(tokens))}
+    def _append_line(self, node: MoveNode, parents: list[int], tokens: list[int]) -> None:
+        """Add the tokens of `node`'s line that are not in the cache yet to a pass.
 
+        They are the trie nodes after the last branching point its parent scored (all of them
+        under the uniform prior). `node.kv_id` becomes the id its last token will have.
+        """
+        parent = node.parent
+        assert isinstance(parent, MoveNode)
+        trie = self.tries[parent.node_id]
+        for index in trie.path(trie.ends[node.text]):
+            if index in trie.kv:
+                continue
+            above = trie.parents[index]
+            trie.kv[index] = self.engine.next_node_id + len(tokens)
+            parents.append(parent.kv_id if above < 0 else trie.kv[above])
+            tokens.append(trie.tokens[index])
+        node.kv_id = trie.kv[trie.ends[node.text]]
+
+    def _open(self, leaves: list[_Leaf]) -> list[tuple[_Leaf, MoveNode]]:
+        """Make one child per line to open. No forward: a child's line is forwarded when the
+        child itself is first expanded (`_score`), since only its children's priors need it."""
         children: list[tuple[_Leaf, MoveNode]] = []
         for leaf in leaves:
             node = leaf.node
-            trie = self.tries[node.node_id]
             listed = self.lines[node.node_id]
             moves = self.task.moves(node.state)
             for line in leaf.open_lines:
                 prior = listed.priors[listed.lines.index(line)]
-                kv_id = trie.kv[trie.ends[line]]
+                line_ids = self._line_token_ids(line)
                 child = MoveNode(
                     node_id=self.next_id,
-                    token_id=self.engine.token(kv_id),
+                    token_id=line_ids[-1],
                     text=line,
                     prior=prior,
                     log_prob=math.log(prior) if prior > 0 else -math.inf,
                     parent=node,
-                    line_token_ids=self._line_token_ids(line),
+                    line_token_ids=line_ids,
                     state=moves[line],
-                    kv_id=kv_id,
+                    kv_id=_NOT_FORWARDED,
                 )
                 self.next_id += 1
-                child.slot = self.engine.slot(kv_id)
-                if kv_id in rows:
-                    self._store_first(child, rows[kv_id])
-                else:  # pragma: no cover - every line ends in a token forwarded by this pass
-                    raise AssertionError("a line's last token was forwarded in an earlier pass")
                 if not self.task.moves(child.state):
                     self._finish(child)
                 children.append((leaf, child))
@@ -594,6 +602,9 @@ class MoveSearch:
         )
         return stats
 
+
+_NOT_FORWARDED = -2
+"""`MoveNode.kv_id` of a node whose line is not in the cache yet (`ROOT` is -1)."""
 
 _RESTART = object()
 """Returned by `_descend` after it marks a node exhausted: select again from the root."""

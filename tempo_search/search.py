@@ -217,7 +217,8 @@ class SearchStats:
     """Cost and size of a search.
 
     Attributes:
-        simulations: leaves selected and evaluated.
+        simulations: leaves selected and expanded (or evaluated again when finished). A leaf
+            that opens k children backs up k values, so visit counts grow faster.
         nodes: tree nodes forwarded (each exactly once).
         forward_passes: model forwards, prefill and rollouts included.
         tokens_forwarded: tokens sent through the model, prompt and rollouts included.

@@ -52,7 +52,9 @@ class SearchNode(NodeMixin):
         prior: the model's next-token probability for this token at its parent, after any
             task constraints; P(s, a) in PUCT.
         log_prob: natural log of the model's probability of this token given its parent.
-        visit_count: number of simulations that passed through this node; N(s, a) in PUCT.
+        visit_count: number of values backed up through this node; N(s, a) in PUCT. Each node
+            evaluated at or below it adds one, so a simulation that opens k children adds k
+            (the children of a root can sum to more than `SearchStats.simulations`).
         value_sum: sum of the values backed up through this node.
         best_value: highest value backed up through this node (the best text below it); 0.0
             while unvisited.

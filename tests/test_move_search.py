@@ -47,36 +47,48 @@ def _prompt_ids(model, task):
     return model.encode_prompt(task.prompt, chat=False)
 
 
-def test_move_search_priors_match_plain_forwards(model):
+def _wide_search(model, num_simulations: int):
+    """Game of 24 search that opens every line at once, without rollouts."""
     task = Game24Task([1, 2, 3, 4])
     result = search(
         model,
         task=task,
         actions="moves",
-        num_simulations=6,
+        num_simulations=num_simulations,
         widening=WIDE,
         max_width=40,
         rollout="none",
         stop_when_solved=False,
     )
+    return task, result
+
+
+@pytest.fixture(scope="module")
+def wide(model):
+    return _wide_search(model, 6)
+
+
+def test_move_search_priors_match_plain_forwards(model, wide):
+    task, result = wide
     nodes = [n for n in iter_nodes(result.tree) if n.depth in (1, 2)]
     prompt_ids = _prompt_ids(model, task)
     expected = [_expected_prior(model, prompt_ids, n, n.text, task) for n in nodes]
     assert [n.prior for n in nodes] == pytest.approx(expected, rel=1e-4, abs=1e-6)
 
 
-def test_move_search_reaches_depth_two(model):
-    task = Game24Task([1, 2, 3, 4])
-    result = search(
-        model,
-        task=task,
-        actions="moves",
-        num_simulations=6,
-        widening=WIDE,
-        max_width=40,
-        rollout="none",
-        stop_when_solved=False,
-    )
+def test_move_search_depth_three_priors(model):
+    # A depth-3 prior reads the logits after a depth-2 line, which the scoring pass forwards
+    # below its depth-1 parent's line.
+    task, result = _wide_search(model, 16)
+    nodes = [n for n in iter_nodes(result.tree) if n.depth == 3]
+    assert len(nodes) >= 4
+    prompt_ids = _prompt_ids(model, task)
+    expected = [_expected_prior(model, prompt_ids, n, n.text, task) for n in nodes]
+    assert [n.prior for n in nodes] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+
+
+def test_move_search_reaches_depth_two(wide):
+    _, result = wide
     assert max(n.depth for n in iter_nodes(result.tree)) >= 2
 
 
@@ -120,23 +132,37 @@ def test_move_search_two_passes_per_iteration_at_most(model):
         stop_when_solved=False,
         on_simulation=iterations.append,
     )
-    # The prefill plus at most a scoring and an opening pass per batch of simulations.
-    assert result.stats.forward_passes <= 1 + 2 * len(iterations)
+    # The prefill plus at most one scoring pass per batch of simulations.
+    assert result.stats.forward_passes <= 1 + len(iterations)
 
 
-def test_move_search_uniform_prior_skips_scoring_pass(model):
+def test_move_search_uniform_prior_forwards_prompt_only(model):
     task = Game24Task([1, 2, 3, 4])
     result = search(
-        model, task=task, actions="moves", num_simulations=1, prior="uniform", rollout="none"
+        model, task=task, actions="moves", num_simulations=20, prior="uniform", rollout="none"
     )
-    # The prefill and the opening pass; the LM prior adds a scoring pass.
+    # No logits are read under the uniform prior, so no line is forwarded.
+    assert result.stats.forward_passes == 1
+
+
+def test_move_search_lm_prior_scores_in_one_pass(model):
+    task = Game24Task([1, 2, 3, 4])
+    result = search(model, task=task, actions="moves", num_simulations=1, rollout="none")
     assert result.stats.forward_passes == 2
 
 
-def test_move_search_lm_prior_scores_then_opens(model):
-    task = Game24Task([1, 2, 3, 4])
-    result = search(model, task=task, actions="moves", num_simulations=1, rollout="none")
-    assert result.stats.forward_passes == 3
+def test_move_search_unexpanded_lines_not_forwarded(wide):
+    _, result = wide
+    unexpanded = [n for n in iter_nodes(result.tree) if n.depth > 0 and not n.is_expanded]
+    assert len(unexpanded) >= 4
+    assert [n.slot for n in unexpanded] == [-1] * len(unexpanded)
+
+
+def test_move_search_expanded_lines_forwarded(wide):
+    _, result = wide
+    expanded = [n for n in iter_nodes(result.tree) if n.depth > 0 and n.is_expanded]
+    assert len(expanded) >= 2
+    assert min(n.slot for n in expanded) >= 0
 
 
 def test_move_search_uniform_prior_values(model):

@@ -35,6 +35,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from tempo_search.tasks._vocab import LruCache
 from tempo_search.tasks.arithmetic import (
     BinaryOp,
     ExpressionError,
@@ -208,6 +209,10 @@ def solve_numbers(
     raise AssertionError("a reachable target must have a reachable step")
 
 
+_VERDICT_CACHE_SIZE = 64
+"""Verdicts a numbers puzzle keeps by text; a search verifies each rollout's text twice in a row."""
+
+
 class NumbersPuzzleTask(MoveTask):
     """Shared moves of Game of 24 and Countdown: step lines until the target appears, then the
     answer line. Subclasses set `numbers`, `target`, `rule`, `use_all` and `prompt`."""
@@ -216,6 +221,14 @@ class NumbersPuzzleTask(MoveTask):
     target: int
     use_all: bool
     use_solver_progress: bool
+
+    def __init__(self) -> None:
+        super().__init__()
+        # The search asks for the reward and then whether the text is satisfied; both verify.
+        self._verdicts: LruCache[str, Verdict] = LruCache(_VERDICT_CACHE_SIZE)
+
+    def _verdict(self, text: str) -> Verdict:
+        return self._verdicts.get_or_compute(text, lambda: self.verify(text))
 
     @staticmethod
     def rule(a: Fraction, b: Fraction) -> list[tuple[str, Fraction]]:
@@ -265,15 +278,15 @@ class NumbersPuzzleTask(MoveTask):
 
     def reward(self, text: str) -> float:
         """1.0 for an answer the exact verifier accepts, else 0.0."""
-        return 1.0 if self.verify(text).correct else 0.0
+        return 1.0 if self._verdict(text).correct else 0.0
 
     def is_satisfied(self, text: str) -> bool:
-        return self.is_finished(text) and self.verify(text).correct
+        return self.is_finished(text) and self._verdict(text).correct
 
     def report(self, text: str) -> dict[str, Any]:
         """Report the answer: `solved` (the text is finished with an answer), `verified` (the exact
         verifier accepts it), `answer` (the expression read from the text) and `error`."""
-        verdict = self.verify(text)
+        verdict = self._verdict(text)
         return {
             "solved": self.is_finished(text) and verdict.answer is not None,
             "answer": verdict.answer,
