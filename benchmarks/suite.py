@@ -15,8 +15,8 @@ or `tempo-search bench` with the same flags. The benchmarks, in the order they r
 - quality: diversity and perplexity against standard decoders (`benchmarks.quality`);
 - mcts: the shared tree state against naive re-running MCTS, time outside the model
   (`benchmarks.mcts`);
-- tasks: Game of 24 and Blocksworld solved by the move search, against a uniform prior,
-  no rollouts and best-of-N sampling (`benchmarks.tasks`);
+- tasks: Game of 24, Blocksworld and Countdown solved by the move search, against a uniform
+  prior, no rollouts and best-of-N sampling (`benchmarks.tasks`);
 - rollout_reuse: forwards of the keyword MCTS with and without rollout reuse
   (`benchmarks.rollout_reuse`).
 
@@ -121,6 +121,7 @@ class Budget:
     tasks_simulations: int = 200
     tasks_no_rollout_puzzles: int = 10
     tasks_blocksworld_instances: int = 30
+    tasks_countdown_puzzles: int = 20
     rollout_reuse_sets: int = 8
     rollout_reuse_simulations: int = 60
     rollout_reuse_max_new_tokens: int = 32
@@ -145,7 +146,11 @@ class Budget:
             elif name == "mcts_rollout_depth" and value is None:
                 continue
             else:
-                minimum = 0 if name.endswith(("_warmup", "_no_rollout_puzzles")) else 1
+                minimum = (
+                    0
+                    if name.endswith(("_warmup", "_no_rollout_puzzles", "_countdown_puzzles"))
+                    else 1
+                )
                 if not _is_integer(value, minimum):
                     raise ValueError(
                         f"{name}={value!r} must be an integer >= {minimum}, such as "
@@ -195,6 +200,7 @@ QUICK = Budget(
     tasks_simulations=60,
     tasks_no_rollout_puzzles=0,
     tasks_blocksworld_instances=3,
+    tasks_countdown_puzzles=1,
     rollout_reuse_sets=1,
     rollout_reuse_simulations=8,
     rollout_reuse_max_new_tokens=16,
@@ -431,6 +437,7 @@ def _run_tasks(context: RunContext) -> tuple[dict, Tables]:
         simulations=budget.tasks_simulations,
         no_rollout_puzzles=budget.tasks_no_rollout_puzzles,
         blocksworld_limit=budget.tasks_blocksworld_instances,
+        countdown_puzzles=budget.tasks_countdown_puzzles,
         on_puzzle=lambda: context.progress(1),
     )
     return record, tasks.markdown_blocks(record)
@@ -440,7 +447,7 @@ def _tasks_steps(budget: Budget) -> int:
     from tempo_search.tasks.blocksworld import load_instances
 
     instances = min(budget.tasks_blocksworld_instances, len(load_instances()))
-    return budget.tasks_puzzles + instances
+    return budget.tasks_puzzles + instances + budget.tasks_countdown_puzzles
 
 
 def _run_quality(context: RunContext) -> tuple[dict, Tables]:
@@ -562,9 +569,9 @@ REGISTRY: dict[str, Benchmark] = {
     ),
     "tasks": Benchmark(
         _run_tasks,
-        "Game of 24 and Blocksworld: move search (LM and uniform prior) against best-of-N",
+        "Game of 24, Blocksworld and Countdown: move search (LM and uniform prior) against best-of-N",
         steps=_tasks_steps,
-        parts=("blocksworld",),
+        parts=("blocksworld", "countdown"),
     ),
     "rollout_reuse": Benchmark(
         _run_rollout_reuse,

@@ -1,4 +1,5 @@
-"""Puzzle benchmarks: Game of 24 and Blocksworld solved by `search` on the embedded model.
+"""Puzzle benchmarks: Game of 24, Blocksworld and Countdown solved by `search` on the embedded
+model.
 
 Both run the move search (`search(..., actions="moves")`: a node per legal line, the LM's
 masked-sampling probability of each line as the prior, random legal lines from the task's
@@ -16,9 +17,11 @@ Game of 24 compares four methods on the same puzzles, interleaved per puzzle:
   puzzle counts as solved when any sample satisfies the task.
 
 Blocksworld runs the search on the 30 packaged instances and reports success per optimal plan
-length (2, 4, 6).
+length (2, 4, 6). Countdown searches `--countdown` six-number puzzles dealt as in the TV game
+(`countdown_sample`) with the LM prior and the uniform prior.
 
-Run `python -m benchmarks.tasks [--quick] [--puzzles N] [--simulations S] [--out DIR]`.
+Run `python -m benchmarks.tasks [--quick] [--puzzles N] [--countdown N] [--simulations S]
+[--out DIR]`.
 """
 
 from __future__ import annotations
@@ -56,6 +59,12 @@ DEFAULT_NUM_SAMPLES = 8
 DEFAULT_PUZZLES = 100
 DEFAULT_NO_ROLLOUT_PUZZLES = 10
 QUICK_PUZZLES = 5
+DEFAULT_COUNTDOWN_PUZZLES = 20
+QUICK_COUNTDOWN_PUZZLES = 1
+COUNTDOWN_LARGE = (25, 50, 75, 100)
+COUNTDOWN_SMALL = tuple(range(1, 11)) * 2
+"""Cards of the TV numbers game: the four large numbers and two of each small one."""
+COUNTDOWN_PRIORS = ("lm", "uniform")
 
 
 @dataclass(frozen=True)
@@ -342,6 +351,98 @@ def run_blocksworld(
     return rows
 
 
+def countdown_sample(count: int, *, seed: int = 0) -> list[tuple[tuple[int, ...], int]]:
+    """`count` solvable six-number Countdown puzzles dealt as in the TV game, seeded.
+
+    Each deal draws 0 to 4 large numbers and the rest from the small cards, then a target from
+    101 to 999; a deal that the exact solver cannot reach is redrawn."""
+    from tempo_search.tasks.countdown import solve_countdown
+
+    if count < 1:
+        raise ValueError(f"count={count!r} must be at least 1 (Countdown puzzles).")
+    rng = random.Random(seed)
+    puzzles: list[tuple[tuple[int, ...], int]] = []
+    while len(puzzles) < count:
+        large = rng.randint(0, len(COUNTDOWN_LARGE))
+        numbers = rng.sample(COUNTDOWN_LARGE, large) + rng.sample(COUNTDOWN_SMALL, 6 - large)
+        target = rng.randint(101, 999)
+        if solve_countdown(numbers, target) is not None:
+            puzzles.append((tuple(sorted(numbers)), target))
+    return puzzles
+
+
+def run_countdown(
+    model,
+    puzzles: Sequence[tuple[tuple[int, ...], int]],
+    budget: dict[str, Any],
+    priors: Sequence[str] = COUNTDOWN_PRIORS,
+    *,
+    on_puzzle=None,
+) -> list[dict[str, Any]]:
+    """Search each Countdown puzzle with each prior and return one row per puzzle."""
+    from tempo_search.tasks.countdown import CountdownTask
+
+    rows = []
+    for numbers, target in puzzles:
+        row: dict[str, Any] = {"numbers": list(numbers), "target": target}
+        for prior in priors:
+            row[prior] = _search_row(model, CountdownTask(numbers, target), budget, prior)
+        rows.append(row)
+        if on_puzzle is not None:
+            on_puzzle()
+        logger.info(
+            "countdown %s -> %d: %s",
+            numbers,
+            target,
+            ", ".join(f"{prior} {row[prior]['solved']}" for prior in priors),
+        )
+    return rows
+
+
+def _countdown_chunk(model_arg, puzzles, budget, priors):
+    """Worker of `run`'s Countdown part with `jobs` > 1: load the model, search `puzzles`, a list
+    of (index, puzzle)."""
+    from tempo_search.models import load_model
+
+    torch.set_num_threads(1)
+    model = load_model(model_arg)
+    return [
+        (index, row)
+        for index, puzzle in puzzles
+        for row in run_countdown(model, [puzzle], budget, priors)
+    ]
+
+
+def _run_countdown_jobs(model_arg, sample, budget, priors, jobs):
+    from joblib import Parallel, delayed
+
+    indexed = list(enumerate(sample))
+    chunks = [indexed[start::jobs] for start in range(jobs)]
+    results = Parallel(n_jobs=jobs, backend="loky")(
+        delayed(_countdown_chunk)(model_arg, chunk, budget, priors) for chunk in chunks
+    )
+    ordered = sorted((pair for chunk in results for pair in chunk), key=lambda pair: pair[0])
+    return [row for _, row in ordered]
+
+
+def summarize_countdown(
+    rows: Sequence[dict[str, Any]], priors: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Per prior: puzzles, solved, solve rate, mean seconds, forwards and tokens forwarded."""
+    summary = {}
+    for prior in priors:
+        cells = [row[prior] for row in rows]
+        summary[prior] = {
+            "puzzles": len(cells),
+            "solved": sum(cell["solved"] for cell in cells),
+            "solve_rate": _mean([float(cell["solved"]) for cell in cells]),
+            "mean_seconds": _mean([cell["seconds"] for cell in cells]),
+            "mean_forward_passes": _mean([cell["forward_passes"] for cell in cells]),
+            "mean_tokens_forwarded": _mean([cell["tokens_forwarded"] for cell in cells]),
+        }
+    return summary
+
+
 def summarize_game24(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Solve rate, mean seconds and mean forward passes per method."""
     summary = {}
@@ -392,14 +493,17 @@ _LABELS = {
 
 
 def markdown_tables(record: dict[str, Any]) -> str:
-    """Format the Game of 24 and Blocksworld tables of `record` as Markdown."""
-    blocks = markdown_blocks(record)
-    return blocks["tasks"] + "\n" + blocks["tasks.blocksworld"]
+    """Format the Game of 24, Blocksworld and Countdown tables of `record` as Markdown."""
+    return "\n".join(markdown_blocks(record).values())
 
 
 def markdown_blocks(record: dict[str, Any]) -> dict[str, str]:
-    """Return the doc blocks of `record`: "tasks" (Game of 24) and "tasks.blocksworld"."""
-    return {"tasks": _game24_table(record), "tasks.blocksworld": _blocksworld_table(record)}
+    """Return the doc blocks of `record`: "tasks" (Game of 24), "tasks.blocksworld" and, when
+    the record has Countdown rows, "tasks.countdown"."""
+    blocks = {"tasks": _game24_table(record), "tasks.blocksworld": _blocksworld_table(record)}
+    if record.get("countdown", {}).get("rows"):
+        blocks["tasks.countdown"] = _countdown_table(record)
+    return blocks
 
 
 def _game24_table(record: dict[str, Any]) -> str:
@@ -444,6 +548,25 @@ def _blocksworld_table(record: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _countdown_table(record: dict[str, Any]) -> str:
+    summary = record["countdown"]["summary"]
+    count = next(iter(summary.values()))["puzzles"]
+    lines = [
+        f"Countdown, {count} solvable six-number puzzles:",
+        "",
+        "| prior | solved | solve rate | mean seconds | mean forward passes "
+        "| mean tokens forwarded |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for prior, cell in summary.items():
+        lines.append(
+            f"| {prior} | {cell['solved']}/{cell['puzzles']} | {100 * cell['solve_rate']:.0f} % "
+            f"| {cell['mean_seconds']:.2f} | {cell['mean_forward_passes']:.1f} "
+            f"| {cell['mean_tokens_forwarded']:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def run(
     model,
     *,
@@ -455,17 +578,20 @@ def run(
     blocksworld_priors: Sequence[str] = ("lm", "uniform"),
     blocksworld_limit: int | None = None,
     no_rollout_puzzles: int = DEFAULT_NO_ROLLOUT_PUZZLES,
+    countdown_puzzles: int = 0,
     max_seconds: float | None = None,
     seed: int = 0,
     on_puzzle=None,
     jobs: int = 1,
 ) -> dict[str, Any]:
-    """Run both benchmarks and return the JSON record (without the machine description).
+    """Run the benchmarks and return the JSON record (without the machine description).
 
-    `on_puzzle`, when given, is called after each Game of 24 puzzle and Blocksworld instance.
-    With `jobs` > 1 the Game of 24 puzzles are split over that many processes (joblib), each
-    with one torch thread and its own copy of `model` (a path or None); every method still runs
-    on each puzzle in the same process, one after the other.
+    `on_puzzle`, when given, is called after each Game of 24 puzzle, Blocksworld instance and
+    Countdown puzzle. With `jobs` > 1 the Game of 24 and Countdown puzzles are split over that
+    many processes (joblib), each with one torch thread and its own copy of `model` (a path or
+    None); every method still runs on each puzzle in the same process, one after the other.
+    `countdown_puzzles` puzzles from `countdown_sample` are searched with both priors (none
+    when 0).
     """
     budget = {
         "num_simulations": simulations,
@@ -489,6 +615,11 @@ def run(
             deadline=deadline,
             on_puzzle=on_puzzle,
         )
+    countdown_rows: list[dict[str, Any]] = []
+    if countdown_puzzles and jobs > 1:
+        countdown_rows = _run_countdown_jobs(
+            model, countdown_sample(countdown_puzzles, seed=seed), budget, COUNTDOWN_PRIORS, jobs
+        )
     if jobs > 1:
         from tempo_search.models import load_model
 
@@ -496,6 +627,10 @@ def run(
     block_rows = run_blocksworld(
         model, budget, blocksworld_priors, limit=blocksworld_limit, on_instance=on_puzzle
     )
+    if countdown_puzzles and jobs <= 1:
+        countdown_rows = run_countdown(
+            model, countdown_sample(countdown_puzzles, seed=seed), budget, on_puzzle=on_puzzle
+        )
     game_summary = summarize_game24(game_rows)
     return {
         "budget": {
@@ -516,14 +651,31 @@ def run(
             "summary": summarize_blocksworld(block_rows, blocksworld_priors),
             "rows": block_rows,
         },
+        "countdown": {
+            "summary": summarize_countdown(countdown_rows, COUNTDOWN_PRIORS)
+            if countdown_rows
+            else {},
+            "rows": countdown_rows,
+        },
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.tasks", description="Game of 24 and Blocksworld benchmarks."
+        prog="python -m benchmarks.tasks",
+        description="Game of 24, Blocksworld and Countdown benchmarks.",
     )
-    parser.add_argument("--quick", action="store_true", help="5 puzzles, 6 Blocksworld instances")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="5 puzzles, 6 Blocksworld instances, 1 Countdown puzzle",
+    )
+    parser.add_argument(
+        "--countdown",
+        type=int,
+        default=None,
+        help=f"six-number Countdown puzzles ({DEFAULT_COUNTDOWN_PUZZLES}; 0 skips them)",
+    )
     parser.add_argument("--puzzles", type=int, default=None, help="Game of 24 puzzles (100)")
     parser.add_argument("--simulations", type=int, default=DEFAULT_SIMULATIONS)
     parser.add_argument("--samples", type=int, default=DEFAULT_NUM_SAMPLES, help="best-of-N rows")
@@ -568,6 +720,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.no_rollout_puzzles
             if args.no_rollout_puzzles is not None
             else (1 if args.quick else DEFAULT_NO_ROLLOUT_PUZZLES)
+        ),
+        countdown_puzzles=(
+            args.countdown
+            if args.countdown is not None
+            else (QUICK_COUNTDOWN_PUZZLES if args.quick else DEFAULT_COUNTDOWN_PUZZLES)
         ),
         max_seconds=args.max_seconds,
         jobs=args.jobs,

@@ -68,6 +68,7 @@ TINY_BUDGET = suite.Budget(
     tasks_simulations=2,
     tasks_no_rollout_puzzles=0,
     tasks_blocksworld_instances=1,
+    tasks_countdown_puzzles=1,
     rollout_reuse_sets=1,
     rollout_reuse_simulations=2,
     rollout_reuse_max_new_tokens=3,

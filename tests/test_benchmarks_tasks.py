@@ -7,6 +7,7 @@ import json
 import pytest
 
 from benchmarks import tasks as bench
+from tempo_search.tasks.countdown import solve_countdown
 from tempo_search.tasks.game24 import Game24Task, all_game24_puzzles
 from tempo_search.testing import tiny_model
 
@@ -34,6 +35,7 @@ def record(model):
         blocksworld_priors=("lm", "uniform"),
         blocksworld_limit=2,
         no_rollout_puzzles=1,
+        countdown_puzzles=1,
     )
 
 
@@ -48,6 +50,30 @@ def test_game24_sample_is_seeded_and_solvable():
 def test_game24_sample_rejects_bad_count():
     with pytest.raises(ValueError, match="count=0"):
         bench.game24_sample(0)
+
+
+def test_countdown_sample_is_seeded():
+    assert bench.countdown_sample(3, seed=1) == bench.countdown_sample(3, seed=1)
+
+
+def test_countdown_sample_is_solvable():
+    puzzles = bench.countdown_sample(3)
+    assert [solve_countdown(numbers, target) is not None for numbers, target in puzzles] == [
+        True
+    ] * 3
+
+
+def test_countdown_sample_deals_tv_cards():
+    for numbers, target in bench.countdown_sample(5):
+        assert len(numbers) == 6
+        assert 101 <= target <= 999
+        small = [n for n in numbers if n not in bench.COUNTDOWN_LARGE]
+        assert all(small.count(n) <= 2 and 1 <= n <= 10 for n in small)
+
+
+def test_countdown_sample_rejects_zero():
+    with pytest.raises(ValueError, match="count=0"):
+        bench.countdown_sample(0)
 
 
 def test_best_of_n_spends_the_forward_budget(model):
@@ -123,6 +149,41 @@ def test_run_blocksworld_summary_by_length(record):
     lengths = {str(row["optimal_length"]) for row in rows}
     assert set(summary["lm"]) == lengths
     assert sum(cell["instances"] for cell in summary["lm"].values()) == len(rows)
+
+
+def test_run_countdown_rows_have_both_priors(record):
+    (row,) = record["countdown"]["rows"]
+    assert set(row) == {"numbers", "target", *bench.COUNTDOWN_PRIORS}
+
+
+def test_run_countdown_summary_counts(record):
+    rows = record["countdown"]["rows"]
+    summary = record["countdown"]["summary"]
+    for prior in bench.COUNTDOWN_PRIORS:
+        assert summary[prior]["solved"] == sum(row[prior]["solved"] for row in rows)
+
+
+def test_run_countdown_uniform_forwards_nothing(record):
+    (row,) = record["countdown"]["rows"]
+    assert row["uniform"]["tokens_forwarded"] == 0
+
+
+def test_run_without_countdown_has_no_rows(model):
+    record = bench.run(
+        model,
+        puzzles=1,
+        simulations=1,
+        max_new_tokens=MAX_NEW_TOKENS,
+        num_samples=1,
+        blocksworld_limit=1,
+        no_rollout_puzzles=0,
+    )
+    assert record["countdown"]["rows"] == []
+
+
+def test_markdown_countdown_table(record):
+    text = bench.markdown_blocks(record)["tasks.countdown"]
+    assert "Countdown, 1 solvable six-number puzzles" in text
 
 
 def test_run_record_is_json(record):
