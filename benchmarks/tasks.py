@@ -352,7 +352,7 @@ def run_blocksworld(
 
 
 def countdown_sample(count: int, *, seed: int = 0) -> list[tuple[tuple[int, ...], int]]:
-    """`count` solvable six-number Countdown puzzles dealt as in the TV game, seeded.
+    """Deal `count` solvable six-number Countdown puzzles as in the TV game, from `seed`.
 
     Each deal draws 0 to 4 large numbers and the rest from the small cards, then a target from
     101 to 999; a deal that the exact solver cannot reach is redrawn."""
