@@ -315,15 +315,22 @@ def _game24_chunk(model_arg, puzzles, budget, num_samples, no_rollout_puzzles, m
 
 
 def _run_game24_jobs(model, sample, budget, num_samples, no_rollout_puzzles, max_seconds, jobs):
+    return _run_indexed_jobs(
+        _game24_chunk, model, sample, jobs, budget, num_samples, no_rollout_puzzles, max_seconds
+    )
+
+
+def _run_indexed_jobs(worker, model, items, jobs: int, *args) -> list:
+    """Split `items` over `jobs` processes, call `worker(model, chunk, *args)` in each, where a
+    chunk is a list of (index, item), and return the rows in the order of `items`."""
     from joblib import Parallel, delayed
 
     if not (model is None or isinstance(model, str)):
         raise ValueError("jobs > 1 needs the model as a path or None, so that workers load it.")
-    indexed = list(enumerate(sample))
+    indexed = list(enumerate(items))
     chunks = [indexed[start::jobs] for start in range(jobs)]
     results = Parallel(n_jobs=jobs, backend="loky")(
-        delayed(_game24_chunk)(model, chunk, budget, num_samples, no_rollout_puzzles, max_seconds)
-        for chunk in chunks
+        delayed(worker)(model, chunk, *args) for chunk in chunks
     )
     ordered = sorted((pair for chunk in results for pair in chunk), key=lambda pair: pair[0])
     return [row for _, row in ordered]
@@ -355,11 +362,11 @@ def countdown_sample(count: int, *, seed: int = 0) -> list[tuple[tuple[int, ...]
     """Deal `count` solvable six-number Countdown puzzles as in the TV game, from `seed`.
 
     Each deal draws 0 to 4 large numbers and the rest from the small cards, then a target from
-    101 to 999; a deal that the exact solver cannot reach is redrawn."""
+    101 to 999. A deal that the exact solver cannot reach is redrawn."""
     from tempo_search.tasks.countdown import solve_countdown
 
     if count < 1:
-        raise ValueError(f"count={count!r} must be at least 1 (Countdown puzzles).")
+        raise ValueError(f"count={count!r} is invalid; pass 1 or more Countdown puzzles.")
     rng = random.Random(seed)
     puzzles: list[tuple[tuple[int, ...], int]] = []
     while len(puzzles) < count:
@@ -400,8 +407,8 @@ def run_countdown(
 
 
 def _countdown_chunk(model_arg, puzzles, budget, priors):
-    """Worker of `run`'s Countdown part with `jobs` > 1: load the model, search `puzzles`, a list
-    of (index, puzzle)."""
+    """Load the model and search `puzzles`, a list of (index, puzzle), with each prior: the
+    worker of `run`'s Countdown part when `jobs` > 1."""
     from tempo_search.models import load_model
 
     torch.set_num_threads(1)
@@ -413,34 +420,24 @@ def _countdown_chunk(model_arg, puzzles, budget, priors):
     ]
 
 
-def _run_countdown_jobs(model_arg, sample, budget, priors, jobs):
-    from joblib import Parallel, delayed
-
-    indexed = list(enumerate(sample))
-    chunks = [indexed[start::jobs] for start in range(jobs)]
-    results = Parallel(n_jobs=jobs, backend="loky")(
-        delayed(_countdown_chunk)(model_arg, chunk, budget, priors) for chunk in chunks
-    )
-    ordered = sorted((pair for chunk in results for pair in chunk), key=lambda pair: pair[0])
-    return [row for _, row in ordered]
-
-
 def summarize_countdown(
     rows: Sequence[dict[str, Any]], priors: Sequence[str]
 ) -> dict[str, dict[str, float]]:
-    """Per prior: puzzles, solved, solve rate, mean seconds, forwards and tokens forwarded."""
-    summary = {}
-    for prior in priors:
-        cells = [row[prior] for row in rows]
-        summary[prior] = {
-            "puzzles": len(cells),
-            "solved": sum(cell["solved"] for cell in cells),
-            "solve_rate": _mean([float(cell["solved"]) for cell in cells]),
-            "mean_seconds": _mean([cell["seconds"] for cell in cells]),
-            "mean_forward_passes": _mean([cell["forward_passes"] for cell in cells]),
-            "mean_tokens_forwarded": _mean([cell["tokens_forwarded"] for cell in cells]),
-        }
-    return summary
+    """Return the summary of each prior's rows (`_summarize_cells`)."""
+    return {prior: _summarize_cells([row[prior] for row in rows]) for prior in priors}
+
+
+def _summarize_cells(cells: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Return the puzzles, solved count, solve rate and mean seconds, forwards and tokens
+    forwarded of one method's search rows."""
+    return {
+        "puzzles": len(cells),
+        "solved": sum(cell["solved"] for cell in cells),
+        "solve_rate": _mean([float(cell["solved"]) for cell in cells]),
+        "mean_seconds": _mean([cell["seconds"] for cell in cells]),
+        "mean_forward_passes": _mean([cell["forward_passes"] for cell in cells]),
+        "mean_tokens_forwarded": _mean([cell["tokens_forwarded"] for cell in cells]),
+    }
 
 
 def summarize_game24(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
@@ -448,16 +445,8 @@ def summarize_game24(rows: Sequence[dict[str, Any]]) -> dict[str, dict[str, floa
     summary = {}
     for method in METHODS:
         cells = [row[method] for row in rows if method in row]
-        if not cells:
-            continue
-        summary[method] = {
-            "puzzles": len(cells),
-            "solved": sum(cell["solved"] for cell in cells),
-            "solve_rate": _mean([float(cell["solved"]) for cell in cells]),
-            "mean_seconds": _mean([cell["seconds"] for cell in cells]),
-            "mean_forward_passes": _mean([cell["forward_passes"] for cell in cells]),
-            "mean_tokens_forwarded": _mean([cell["tokens_forwarded"] for cell in cells]),
-        }
+        if cells:
+            summary[method] = _summarize_cells(cells)
     return summary
 
 
@@ -593,6 +582,13 @@ def run(
     `countdown_puzzles` puzzles from `countdown_sample` are searched with both priors (none
     when 0).
     """
+    if isinstance(countdown_puzzles, bool) or not isinstance(countdown_puzzles, int):
+        raise TypeError(f"countdown_puzzles={countdown_puzzles!r} must be an int, such as 20.")
+    if countdown_puzzles < 0:
+        raise ValueError(
+            f"countdown_puzzles={countdown_puzzles!r} is invalid; pass 0 to skip Countdown or "
+            "a number of puzzles such as 20."
+        )
     budget = {
         "num_simulations": simulations,
         "batch_size": batch_size,
@@ -617,8 +613,13 @@ def run(
         )
     countdown_rows: list[dict[str, Any]] = []
     if countdown_puzzles and jobs > 1:
-        countdown_rows = _run_countdown_jobs(
-            model, countdown_sample(countdown_puzzles, seed=seed), budget, COUNTDOWN_PRIORS, jobs
+        countdown_rows = _run_indexed_jobs(
+            _countdown_chunk,
+            model,
+            countdown_sample(countdown_puzzles, seed=seed),
+            jobs,
+            budget,
+            COUNTDOWN_PRIORS,
         )
     if jobs > 1:
         from tempo_search.models import load_model
@@ -700,6 +701,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", default="bench-out", help="folder of the JSON record")
     args = parser.parse_args(argv)
+    if args.countdown is not None and args.countdown < 0:
+        parser.error(f"--countdown {args.countdown} is invalid; pass 0 to skip Countdown or N > 0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(1)
 

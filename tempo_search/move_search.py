@@ -351,19 +351,17 @@ class MoveSearch:
                     tokens.append(trie.tokens[index])
                     pending.append((trie, index))
 
-        logits = None
+        log_probs: dict[tuple[int, int], dict[int, float]] = {}
         if tokens:
+            # Row r of the pass is the node with id `first + r`.
             first = self.engine.next_node_id
             logits = self._forward(parents, tokens)
-            rows = {first + row: row for row in range(len(tokens))}
             for node in forwarded_lines:
                 node.slot = self.engine.slot(node.kv_id)
-                self._store_first(node, logits[rows[node.kv_id]])
-        log_probs: dict[tuple[int, int], dict[int, float]] = {}
-        if logits is not None:
+                self._store_first(node, logits[node.kv_id - first])
             # Only the tokens the trie allows next are read from each row.
             for trie, index in pending:
-                row = rows[trie.kv[index]]
+                row = trie.kv[index] - first
                 allowed = list(trie.children[index])
                 if len(allowed) >= 2:
                     values = torch.log_softmax(logits[row].float(), dim=-1)[allowed].tolist()
@@ -404,8 +402,8 @@ class MoveSearch:
     def _append_line(self, node: MoveNode, parents: list[int], tokens: list[int]) -> None:
         """Add the tokens of `node`'s line that are not in the cache yet to a pass.
 
-        They are the trie nodes after the last branching point its parent scored (all of them
-        under the uniform prior). `node.kv_id` becomes the id its last token will have.
+        They are the trie nodes after the last branching point that its parent's scoring pass
+        forwarded. `node.kv_id` becomes the id its last token will have.
         """
         parent = node.parent
         assert isinstance(parent, MoveNode)

@@ -181,6 +181,18 @@ def test_run_without_countdown_has_no_rows(model):
     assert record["countdown"]["rows"] == []
 
 
+def test_run_rejects_negative_countdown(model):
+    with pytest.raises(ValueError, match="countdown_puzzles=-1 is invalid"):
+        bench.run(model, puzzles=1, simulations=1, countdown_puzzles=-1)
+
+
+def test_main_rejects_negative_countdown(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench.main(["--countdown", "-1"])
+    assert exit_info.value.code == 2
+    assert "--countdown -1 is invalid" in capsys.readouterr().err
+
+
 def test_markdown_countdown_table(record):
     text = bench.markdown_blocks(record)["tasks.countdown"]
     assert "Countdown, 1 solvable six-number puzzles" in text

@@ -339,3 +339,19 @@ def test_game24_progress_switch():
     task = Game24Task([4, 9, 10, 13], use_solver_progress=True)
     assert task.progress(live) == 1.0
     assert task.progress(dead_end) == 0.0
+
+
+def test_game24_task_verifies_text_once():
+    task = Game24Task([4, 9, 10, 13])
+    calls = []
+    verify = task.verify
+
+    def counted(text):
+        calls.append(text)
+        return verify(text)
+
+    task.verify = counted
+    text = "Answer: (13 - 9) * (10 - 4) = 24"
+    task.reward(text)
+    task.is_satisfied(text)
+    assert calls == [text]

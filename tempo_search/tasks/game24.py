@@ -210,7 +210,8 @@ def solve_numbers(
 
 
 _VERDICT_CACHE_SIZE = 64
-"""Verdicts a numbers puzzle keeps by text; a search verifies each rollout's text twice in a row."""
+"""Verdicts that a numbers puzzle keeps by text, because a search verifies each rollout's text
+twice in a row."""
 
 
 class NumbersPuzzleTask(MoveTask):
@@ -224,7 +225,8 @@ class NumbersPuzzleTask(MoveTask):
 
     def __init__(self) -> None:
         super().__init__()
-        # The search asks for the reward and then whether the text is satisfied; both verify.
+        # The search computes the reward of a text and then checks `is_satisfied`, and both
+        # run the verifier, so the second reads the cached verdict.
         self._verdicts: LruCache[str, Verdict] = LruCache(_VERDICT_CACHE_SIZE)
 
     def _verdict(self, text: str) -> Verdict:
