@@ -1,6 +1,7 @@
 """Keyword-constraint benchmark: MCTS with the keyword task against sampling and beam search.
 
-Run `python -m benchmarks.keywords [--quick] [--sets N] [--simulations S] [--out DIR]`.
+Run `python -m benchmarks.keywords [--quick] [--sets N] [--simulations S] [--out DIR]`, or
+`python -m benchmarks.keywords --table RECORD` to print the tables of a saved record.
 For each keyword set of `tempo_search/data/keyword_sets.json` the prompt "Write one sentence
 that uses all of these words: w1, w2, w3." goes through the chat template, and each method
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
@@ -41,7 +42,8 @@ when MCTS used fewer forwards than one batch. Reported forwards are the ones act
 Metrics per method: mean keyword coverage (`metrics.keyword_coverage`), the share of sets with
 full coverage, and forwards per set. The mean perplexity is that of the chosen text given the
 chat prompt under the same model (`metrics.perplexity`). An empty text has no perplexity, so
-the mean skips it.
+the mean skips it. The tables add the mean share of repeated 4-grams in the chosen texts
+(`metrics.repetition_rate`), since a text that loops is likely under the model.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ from typing import Any
 import torch
 
 from benchmarks._common import machine_info, utc_now, write_record
-from tempo_search.metrics import keyword_coverage, perplexity
+from tempo_search.metrics import keyword_coverage, perplexity, repetition_rate
 from tempo_search.models import LoadedModel, load_model
 from tempo_search.policies.values import ValueWeights
 from tempo_search.schedules import BezierSchedule
@@ -73,11 +75,11 @@ logger = logging.getLogger(__name__)
 MAX_NEW_TOKENS = 32
 MCTS_SIMULATIONS = 1000
 """Simulations of the MCTS method. The 100-set run at commit bf2ad2c used 340 in batches of 8
-(1,123 forwards per set, 812 model calls, 109 minutes with `--jobs 2`). A batch's rollouts
-advance one token per model call side by side, so a batch costs about as many calls as its
-longest rollout, whatever its size: 1,000 simulations in batches of 32 make about as many
-calls as 340 in batches of 8, and on a 2-core CPU at float32, where a call over a few rows
-costs about as much as one row, take about as long. In an exploratory run on kw-001 to kw-009
+(1,123 forwards per set, 812 model calls, 109 minutes with `--jobs 2`). The rollouts of a
+batch advance side by side, one token per model call, so a batch costs about as many calls
+as its longest rollout, whatever its size. On a 2-core CPU at float32 a call over a few rows
+costs about as much as a call over one row. So 1,000 simulations in batches of 32 make about
+as many calls as 340 in batches of 8 (about 1,000 against 812 per set). In an exploratory run on kw-001 to kw-009
 (not recorded), they spent 1,900 forwards per set, and MCTS chose texts at mean perplexity
 1.99 against 2.06 for the wide beam search at those forwards; the record of 340 simulations
 had 2.11 against 2.11 on the sets both covered. Earlier values: 60 in the first runs, 250 in
@@ -140,10 +142,14 @@ twice the most that one set's MCTS spent in the exploratory run of `MCTS_SIMULAT
 The cap was 256 up to commit 2ff4275, whose record paid for 140 beams on average."""
 
 
+def _keyword_set_entries() -> list[dict[str, Any]]:
+    path = resources.files("tempo_search") / "data" / "keyword_sets.json"
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 def load_keyword_sets(count: int) -> list[dict[str, Any]]:
     """Return the first `count` entries (`{"id", "words"}`) of the packaged keyword sets."""
-    path = resources.files("tempo_search") / "data" / "keyword_sets.json"
-    entries = json.loads(path.read_text(encoding="utf-8"))
+    entries = _keyword_set_entries()
     if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= len(entries):
         raise ValueError(f"count={count!r} must be an integer from 1 to {len(entries)}.")
     return entries[:count]
@@ -420,6 +426,7 @@ def run_keywords(
     loaded: LoadedModel,
     *,
     num_sets: int,
+    skip: int = 0,
     simulations: int = MCTS_SIMULATIONS,
     max_new_tokens: int = MAX_NEW_TOKENS,
     seed: int = SEED,
@@ -428,7 +435,11 @@ def run_keywords(
     jobs: int = 1,
     model_arg: str | None = None,
 ) -> dict[str, Any]:
-    """Run the methods on the first `num_sets` keyword sets and return the section.
+    """Run the methods on `num_sets` keyword sets after the first `skip` and return the section.
+
+    Each set runs with seed `seed + its index` in the packaged list, so a run with `skip`
+    gives the rows that a longer run gives for those sets: `skip` resumes a run that a time
+    limit stopped, and `--table` merges the records.
 
     With `time_limit` (seconds) no new set starts once that much time has passed; the section
     then records `num_sets_done < num_sets_requested`. `on_progress` is called after each set.
@@ -438,7 +449,17 @@ def run_keywords(
     """
     if isinstance(simulations, bool) or not isinstance(simulations, int) or simulations < 1:
         raise ValueError(f"simulations={simulations!r} must be a positive int, such as 250.")
-    sets = load_keyword_sets(num_sets)
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValueError(f"skip={skip!r} must be an int >= 0, the number of sets to leave out.")
+    entries = _keyword_set_entries()
+    if isinstance(num_sets, bool) or not isinstance(num_sets, int) or num_sets < 1:
+        raise ValueError(f"num_sets={num_sets!r} must be a positive int, such as 100.")
+    if skip + num_sets > len(entries):
+        raise ValueError(
+            f"skip={skip} with num_sets={num_sets} reaches past the {len(entries)} keyword "
+            f"sets; lower one of them so that skip + num_sets <= {len(entries)}."
+        )
+    sets = entries[skip : skip + num_sets]
     per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in METHODS}
     start = time.perf_counter()
     prompt_tokens_match = True
@@ -451,7 +472,7 @@ def run_keywords(
         from joblib import Parallel, delayed
 
         log_level = logger.getEffectiveLevel()
-        indexed = list(enumerate(sets))
+        indexed = list(enumerate(sets, start=skip))
         chunks = [indexed[first::jobs] for first in range(jobs)]
         results = Parallel(n_jobs=jobs, backend="loky")(
             delayed(_run_chunk)(
@@ -462,9 +483,9 @@ def run_keywords(
         done_sets = sorted((item for chunk in results for item in chunk), key=lambda x: x[0])
     else:
         done_sets = []
-        for index, entry in enumerate(sets):
+        for index, entry in enumerate(sets, start=skip):
             if time_limit is not None and time.perf_counter() - start > time_limit:
-                logger.warning("time limit reached after %d of %d sets", index, len(sets))
+                logger.warning("time limit reached after %d of %d sets", index - skip, len(sets))
                 break
             done_sets.append(
                 (index, _run_set(loaded, index, entry, simulations, max_new_tokens, seed))
@@ -487,6 +508,7 @@ def run_keywords(
     return {
         "settings": {
             "num_sets_requested": num_sets,
+            "sets_skipped": skip,
             "num_sets_done": done,
             "mcts_simulations": simulations,
             "mcts_batch_size": MCTS_BATCH_SIZE,
@@ -524,21 +546,27 @@ def goal_met(section: dict[str, Any]) -> bool:
 
 
 def format_table(section: dict[str, Any]) -> str:
-    """Return the Markdown table of the section, one row per method."""
+    """Return the Markdown table of the section, one row per method.
+
+    The last column is the mean share of repeated 4-grams in the chosen texts
+    (`metrics.repetition_rate`), computed from the per-set texts: perplexity rewards a text
+    that repeats itself, so a low perplexity with a high repetition is a loop, not fluency."""
 
     def show(value: float | None, digits: int) -> str:
         return "n/a" if value is None else f"{value:.{digits}f}"
 
     lines = [
-        "| method | mean coverage | full coverage | mean perplexity | forwards per set |",
-        "|---|---:|---:|---:|---:|",
+        "| method | mean coverage | full coverage | mean perplexity | forwards per set "
+        "| repeated 4-grams |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for name, method in section["methods"].items():
         s = method["summary"]
+        repeated = repetition_rate([row["text"] for row in method["sets"]], n=4)
         lines.append(
             f"| {name} | {show(s['keyword_coverage_mean'], 3)} "
             f"| {100 * s['full_coverage_share']:.0f} % | {show(s['perplexity_mean'], 2)} "
-            f"| {show(s['forward_passes_mean'], 1)} |"
+            f"| {show(s['forward_passes_mean'], 1)} | {100 * repeated:.1f} % |"
         )
     return "\n".join(lines)
 
@@ -594,6 +622,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--sets", type=int, default=None, help="number of keyword sets")
     parser.add_argument(
+        "--skip",
+        type=int,
+        default=0,
+        help="leave out the first N sets, to resume a run stopped by --time-limit (default 0)",
+    )
+    parser.add_argument(
         "--simulations",
         type=int,
         default=MCTS_SIMULATIONS,
@@ -611,11 +645,98 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--jobs", type=int, default=1, help="processes, each with one thread (default 1)"
     )
     parser.add_argument("--out", default=None, help="folder for the JSON record")
+    parser.add_argument(
+        "--table",
+        metavar="RECORD",
+        nargs="+",
+        default=None,
+        help="print the tables of saved records (keywords-*.json), merged by set, and run nothing",
+    )
     return parser.parse_args(argv)
+
+
+_RUN_SETTINGS = ("num_sets_requested", "num_sets_done", "sets_skipped", "seconds")
+"""Settings that differ between the parts of one run split by `--skip`."""
+
+
+def merge_sections(sections: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Return one section with the per-set rows of `sections` (records of runs split with
+    `--skip`), ordered by set id, and summaries computed again.
+
+    Raises ValueError when the sections ran with different settings (other than their set
+    counts and times) or share a set."""
+    first = sections[0]
+
+    def search_settings(section: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in section["settings"].items() if k not in _RUN_SETTINGS}
+
+    for index, section in enumerate(sections[1:], start=2):
+        if search_settings(section) != search_settings(first):
+            differ = sorted(
+                key
+                for key in search_settings(section).keys() | search_settings(first).keys()
+                if search_settings(section).get(key) != search_settings(first).get(key)
+            )
+            raise ValueError(
+                f"record {index} ran with other settings than record 1 ({', '.join(differ)}); "
+                "merge only the parts of one run, split with --skip."
+            )
+    methods = {}
+    for name in first["methods"]:
+        rows = [row for section in sections for row in section["methods"][name]["sets"]]
+        ids = [row["set_id"] for row in rows]
+        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        if repeated:
+            raise ValueError(
+                f"sets {', '.join(repeated)} appear in more than one record; merge records of "
+                "disjoint sets (--skip N leaves out the first N)."
+            )
+        rows = sorted(rows, key=lambda row: row["set_id"])
+        scored = [
+            {**row, "perplexity": math.nan if row["perplexity"] is None else row["perplexity"]}
+            for row in rows
+        ]
+        methods[name] = {"summary": summarise(scored), "sets": rows}
+    done = sum(section["settings"]["num_sets_done"] for section in sections)
+    return {
+        "settings": {**first["settings"], "num_sets_done": done},
+        "methods": methods,
+    }
+
+
+def _write_tables(section: dict[str, Any]) -> None:
+    sys.stdout.write(format_table(section) + "\n\n" + format_paired_table(section) + "\n")
+    sys.stdout.write(f"goal met: {goal_met(section)}\n")
+
+
+def _load_record(path: str) -> dict[str, Any]:
+    """Return the keywords record at `path`, or raise ValueError naming the path and the fix."""
+    try:
+        with open(path, encoding="utf-8") as file:
+            record = json.load(file)
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"--table {path!r}: cannot read a JSON record ({error}); pass a keywords-*.json "
+            "that `python -m benchmarks.keywords --out DIR` wrote."
+        ) from error
+    if not isinstance(record, dict) or record.get("benchmark") != "keywords":
+        raise ValueError(
+            f'--table {path!r} is not a keywords record (no "benchmark": "keywords"); pass '
+            "a keywords-*.json that `python -m benchmarks.keywords --out DIR` wrote."
+        )
+    return record
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
+    if args.table is not None:
+        try:
+            section = merge_sections([_load_record(path) for path in args.table])
+        except ValueError as error:
+            sys.stderr.write(f"error: {error}\n")
+            return 2
+        _write_tables(section)
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     num_sets = QUICK_SETS if args.quick else FULL_SETS
@@ -625,14 +746,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     section = run_keywords(
         loaded,
         num_sets=num_sets,
+        skip=args.skip,
         simulations=args.simulations,
         time_limit=args.time_limit,
         jobs=args.jobs,
         model_arg=args.model,
     )
     section["goal_met"] = goal_met(section)
-    sys.stdout.write(format_table(section) + "\n\n" + format_paired_table(section) + "\n")
-    sys.stdout.write(f"goal met: {section['goal_met']}\n")
+    _write_tables(section)
     if args.out is not None:
         record = {
             "benchmark": "keywords",

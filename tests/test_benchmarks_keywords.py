@@ -1,3 +1,4 @@
+import json
 import logging
 import math
 
@@ -17,6 +18,7 @@ from benchmarks.keywords import (
     goal_met,
     load_keyword_sets,
     mcts_forwards,
+    merge_sections,
     paired_perplexities,
     run_keywords,
     run_sampling,
@@ -166,6 +168,103 @@ def test_goal_met_needs_full_coverage_and_lower_perplexity():
 def test_format_table_one_row_per_method(section):
     lines = format_table(section).splitlines()
     assert len(lines) == 2 + len(METHODS)
+
+
+def test_format_table_repeated_four_grams_of_chosen_texts():
+    # "a b c d a b c d": 5 four-grams, one a repeat, so 20 %; the other text repeats none.
+    method = _summary(1.0, 2.0)
+    method["sets"] = [{"text": "a b c d a b c d"}, {"text": "a b c d e"}]
+    row = format_table({"methods": {"MCTS": method}}).splitlines()[2]
+    assert row.endswith("| 10.0 % |")
+
+
+def test_main_table_prints_saved_record(section, tmp_path, capsys):
+    path = tmp_path / "keywords-1.json"
+    path.write_text(json.dumps({"benchmark": "keywords", **section}), encoding="utf-8")
+    assert keywords_module.main(["--table", str(path)]) == 0
+    assert format_table(section) in capsys.readouterr().out
+
+
+def test_main_table_rejects_other_record(tmp_path, capsys):
+    path = tmp_path / "tasks-1.json"
+    path.write_text(json.dumps({"benchmark": "tasks"}), encoding="utf-8")
+    assert keywords_module.main(["--table", str(path)]) == 2
+    assert f"--table {str(path)!r} is not a keywords record" in capsys.readouterr().err
+
+
+def test_main_table_rejects_missing_file(tmp_path, capsys):
+    path = tmp_path / "absent.json"
+    assert keywords_module.main(["--table", str(path)]) == 2
+    assert "cannot read a JSON record" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def later_set():
+    """The second keyword set alone, run with `skip=1` and the `section` fixture's options."""
+    return run_keywords(tiny_model("llama"), num_sets=1, skip=1, simulations=4, max_new_tokens=4)
+
+
+@pytest.fixture(scope="module")
+def first_set():
+    return run_keywords(tiny_model("llama"), num_sets=1, simulations=4, max_new_tokens=4)
+
+
+def test_run_keywords_skip_starts_at_later_set(later_set):
+    assert [row["set_id"] for row in later_set["methods"]["MCTS"]["sets"]] == ["kw-002"]
+
+
+def test_run_keywords_skip_gives_rows_of_longer_run(section, later_set):
+    for name in METHODS:
+        assert (
+            later_set["methods"][name]["sets"][0]["text"]
+            == (section["methods"][name]["sets"][1]["text"])
+        )
+
+
+def test_run_keywords_skip_past_last_set_raises():
+    with pytest.raises(ValueError, match="skip=99 with num_sets=2 reaches past the 100"):
+        run_keywords(tiny_model("llama"), num_sets=2, skip=99, simulations=1)
+
+
+def test_run_keywords_negative_skip_raises():
+    with pytest.raises(ValueError, match="skip=-1 must be an int >= 0"):
+        run_keywords(tiny_model("llama"), num_sets=1, skip=-1, simulations=1)
+
+
+def test_merge_sections_orders_rows_by_set(first_set, later_set):
+    merged = merge_sections([later_set, first_set])
+    assert [row["set_id"] for row in merged["methods"]["MCTS"]["sets"]] == ["kw-001", "kw-002"]
+
+
+def test_merge_sections_matches_one_run(section, first_set, later_set):
+    merged = merge_sections([first_set, later_set])
+    for name in METHODS:
+        assert merged["methods"][name]["summary"] == section["methods"][name]["summary"]
+
+
+def test_merge_sections_counts_sets_done(first_set, later_set):
+    assert merge_sections([first_set, later_set])["settings"]["num_sets_done"] == 2
+
+
+def test_merge_sections_rejects_other_settings(first_set, later_set):
+    other = {**later_set, "settings": {**later_set["settings"], "mcts_simulations": 5}}
+    with pytest.raises(ValueError, match=r"record 2 ran with other settings .*mcts_simulations"):
+        merge_sections([first_set, other])
+
+
+def test_merge_sections_rejects_shared_set(first_set):
+    with pytest.raises(ValueError, match="sets kw-001 appear in more than one record"):
+        merge_sections([first_set, first_set])
+
+
+def test_main_table_merges_records(section, first_set, later_set, tmp_path, capsys):
+    paths = []
+    for number, part in enumerate((first_set, later_set)):
+        path = tmp_path / f"keywords-{number}.json"
+        path.write_text(json.dumps({"benchmark": "keywords", **part}), encoding="utf-8")
+        paths.append(str(path))
+    assert keywords_module.main(["--table", *paths]) == 0
+    assert format_table(section) in capsys.readouterr().out
 
 
 def test_build_prompt_lists_words():
