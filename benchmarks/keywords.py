@@ -1,7 +1,8 @@
 """Keyword-constraint benchmark: MCTS with the keyword task against sampling and beam search.
 
-Run `python -m benchmarks.keywords [--quick] [--sets N] [--simulations S] [--out DIR]`, or
-`python -m benchmarks.keywords --table RECORD` to print the tables of a saved record.
+Run `python -m benchmarks.keywords [--quick] [--sets N] [--skip K] [--simulations S] [--out DIR]`,
+or `python -m benchmarks.keywords --table RECORD [RECORD ...]` to print the tables of saved
+records, merged by set (the parts of a run resumed with `--skip`).
 For each keyword set of `tempo_search/data/keyword_sets.json` the prompt "Write one sentence
 that uses all of these words: w1, w2, w3." goes through the chat template, and each method
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
@@ -79,10 +80,11 @@ MCTS_SIMULATIONS = 1000
 batch advance side by side, one token per model call, so a batch costs about as many calls
 as its longest rollout, whatever its size. On a 2-core CPU at float32 a call over a few rows
 costs about as much as a call over one row. So 1,000 simulations in batches of 32 make about
-as many calls as 340 in batches of 8 (about 1,000 against 812 per set). In an exploratory run on kw-001 to kw-009
-(not recorded), they spent 1,900 forwards per set, and MCTS chose texts at mean perplexity
-1.99 against 2.06 for the wide beam search at those forwards; the record of 340 simulations
-had 2.11 against 2.11 on the sets both covered. Earlier values: 60 in the first runs, 250 in
+as many calls as 340 in batches of 8 (about 1,000 against 812 per set). In an exploratory
+run on kw-001 to kw-009 (not recorded), they spent 1,900 forwards per set, and MCTS chose
+texts at mean perplexity 1.99 against 2.06 for the wide beam search at those forwards. The
+100-set record of 340 simulations had 2.11 against 2.11 on the 91 sets both covered. Earlier
+values: 60 in the first runs, 250 in
 batches of 4 up to commit e468725, 500 in batches of 8 up to commit 61b55a7, 340 up to commit
 2ff4275."""
 MCTS_BATCH_SIZE = 32
@@ -697,9 +699,12 @@ def merge_sections(sections: Sequence[dict[str, Any]]) -> dict[str, Any]:
             for row in rows
         ]
         methods[name] = {"summary": summarise(scored), "sets": rows}
-    done = sum(section["settings"]["num_sets_done"] for section in sections)
+    counts = {
+        key: sum(section["settings"][key] for section in sections)
+        for key in ("num_sets_requested", "num_sets_done")
+    }
     return {
-        "settings": {**first["settings"], "num_sets_done": done},
+        "settings": {**first["settings"], **counts},
         "methods": methods,
     }
 
