@@ -8,7 +8,7 @@ that uses all of these words: w1, w2, w3." goes through the chat template, and e
 writes up to 32 new tokens. The methods run one after the other on each set (interleaved), with
 the same fixed seed per set:
 
-- "MCTS": `search` with `constraints_task(keywords=...)`, 1,000 simulations in batches of 32 with
+- "MCTS": `search` with `constraints_task(keywords=...)`, 340 simulations in batches of 8 with
   up to 32 children per node, first tokens opened down to a prior of 0.002
   (`MCTS_ROOT_WIDENING`) and later ones down to 0.01 (`MCTS_WIDENING`), the keyword
   guide at its default share (`search.DEFAULT_GUIDE`: the prior mixes in the LM's
@@ -74,24 +74,23 @@ from tempo_search.tasks.constraints import constraints_task
 logger = logging.getLogger(__name__)
 
 MAX_NEW_TOKENS = 32
-MCTS_SIMULATIONS = 1000
-"""Simulations of the MCTS method. The 100-set run at commit bf2ad2c used 340 in batches of 8
-(1,123 forwards per set, 812 model calls, 109 minutes with `--jobs 2`). The rollouts of a
-batch advance side by side, one token per model call, so a batch costs about as many calls
-as its longest rollout, whatever its size. On a 2-core CPU at float32 a call over a few rows
-costs about as much as a call over one row. So 1,000 simulations in batches of 32 make about
-as many calls as 340 in batches of 8 (about 1,000 against 812 per set). In an exploratory
-run on kw-001 to kw-009 (not recorded), they spent 1,900 forwards per set, and MCTS chose
-texts at mean perplexity 1.99 against 2.06 for the wide beam search at those forwards. The
-100-set record of 340 simulations had 2.11 against 2.11 on the 91 sets both covered. Earlier
-values: 60 in the first runs, 250 in
-batches of 4 up to commit e468725, 500 in batches of 8 up to commit 61b55a7, 340 up to commit
-2ff4275."""
-MCTS_BATCH_SIZE = 32
-"""Leaves per batch. More leaves per batch send more rows per model call, and the calls, not
-the rows, set the time on a CPU (see `MCTS_SIMULATIONS`). Batches of 8 were used up to commit
-2ff4275. In exploratory runs on keyword sets 13 to 27 (not recorded), 500 simulations in
-batches of 8 and of 4 both covered every word, at mean perplexity 2.16 and 2.18."""
+MCTS_SIMULATIONS = 340
+"""Simulations of the MCTS method. In exploratory runs on keyword sets 11 to 30 (not recorded),
+150 simulations covered every word of every set at mean perplexity 2.38, and 250 at 2.21. The
+first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of 4, and up to
+commit 61b55a7 used 500. Since then, the max backup skips finished texts, so every simulation
+opens a node and costs more forwards. At 340, the 100-set run with `--jobs 2` at commit
+bf2ad2c spent 1,123 forwards per set and took 109 minutes. A run of 1,000 simulations in
+batches of 32 (`keywords-20261205T210435Z.json`, stopped by its time limit after 71 sets)
+gave no lower perplexity than the wide beam search at its forwards (2.08 against 2.06), and
+27 of its 71 texts repeat a 4-gram, against 4 of the wide beam's, so 340 in batches of 8
+stays."""
+MCTS_BATCH_SIZE = 8
+"""Leaves per batch. Eight leaves send more rows per model call than four. With 500
+simulations and 8 children per node, batches of 8 cost about 970 forwards per set (in 4-row
+forwards), and batches of 4 made about 1,150 calls of 2 rows on average. In exploratory runs
+on keyword sets 13 to 27 (not recorded), both covered every word, at mean perplexity 2.16 and
+2.18; 250 simulations in batches of 4 covered 14 of the 15 sets at 2.20."""
 MCTS_MAX_WIDTH = 32
 """Most children a node opens (`max_width`; the search default is 8). In exploratory runs on
 keyword sets 41 to 56 (not recorded), 500 simulations in batches of 8 covered every word at
@@ -139,9 +138,9 @@ METHODS = (
     "beam search + rerank, same forwards",
 )
 MAX_BEAMS = 512
-"""Most beams of the wide beam search, to bound its memory: 512 beams pay for 4,096 forwards,
-twice the most that one set's MCTS spent in the exploratory run of `MCTS_SIMULATIONS` (2,486).
-The cap was 256 up to commit 2ff4275, whose record paid for 140 beams on average."""
+"""Most beams of the wide beam search, to bound its memory: 512 beams pay for 4,096 forwards.
+The 100-set record at commit bf2ad2c paid for 140 beams on average and at most 218; the run of
+1,000 simulations in batches of 32 (see `MCTS_SIMULATIONS`) for 262 and at most 377."""
 
 
 def _keyword_set_entries() -> list[dict[str, Any]]:

@@ -115,7 +115,7 @@ class Budget:
     coherence_simulations: int = 60
     coherence_max_new_tokens: int = 32
     keywords_sets: int = 100
-    keywords_simulations: int = 1000
+    keywords_simulations: int = 340
     keywords_max_new_tokens: int = 32
     tasks_puzzles: int = 100
     tasks_simulations: int = 200
