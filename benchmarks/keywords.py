@@ -78,8 +78,10 @@ MCTS_SIMULATIONS = 340
 """Simulations of the MCTS method. In exploratory runs on keyword sets 11 to 30 (not recorded),
 150 simulations covered every word of every set at mean perplexity 2.38, and 250 at 2.21. The
 first runs used 60; the 100-set runs up to commit e468725 used 250 in batches of 4, and up to
-commit 61b55a7 used 500. Since then, the max backup skips finished texts, so every simulation
-opens a node and costs more forwards. At 340, the 100-set run with `--jobs 2` at commit
+commit 61b55a7 used 500 (commit 138f2eb set 220 but made no 100-set run). Since then, the max
+backup skips finished texts, so every simulation opens a node and costs more forwards. In
+exploratory runs (not recorded) with `MCTS_ROOT_WIDENING`, 380 simulations cost 1,249 forwards
+per set on 20 sets where the record of 500 cost 1,119. At 340, the 100-set run with `--jobs 2` at commit
 bf2ad2c spent 1,123 forwards per set and took 109 minutes. A run of 1,000 simulations in
 batches of 32 (`keywords-20261205T210435Z.json`, stopped by its time limit after 71 sets)
 gave no lower perplexity than the wide beam search at its forwards (2.08 against 2.06), and
@@ -139,8 +141,10 @@ METHODS = (
 )
 MAX_BEAMS = 512
 """Most beams of the wide beam search, to bound its memory: 512 beams pay for 4,096 forwards.
-The 100-set record at commit bf2ad2c paid for 140 beams on average and at most 218; the run of
-1,000 simulations in batches of 32 (see `MCTS_SIMULATIONS`) for 262 and at most 377."""
+The 100-set record of 500 simulations (`keywords-20261205T113006Z.json`) paid for 136 beams on
+average, and its 12 costliest sets reached the cap of 192 that it had. The 100-set record at
+commit bf2ad2c paid for 140 beams on average and at most 218, and the run of 1,000 simulations
+in batches of 32 (see `MCTS_SIMULATIONS`) for 262 and at most 377, under a cap of 512."""
 
 
 def _keyword_set_entries() -> list[dict[str, Any]]:
