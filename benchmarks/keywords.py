@@ -50,6 +50,7 @@ the mean skips it. The tables add the mean share of repeated 4-grams in the chos
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import logging
@@ -148,8 +149,25 @@ in batches of 32 (see `MCTS_SIMULATIONS`) for 262 and at most 377, under a cap o
 
 
 def _keyword_set_entries() -> list[dict[str, Any]]:
+    """Return every packaged keyword set (`{"id", "words"}`)."""
     path = resources.files("tempo_search") / "data" / "keyword_sets.json"
     return json.loads(path.read_text(encoding="utf-8"))
+
+
+def select_keyword_sets(num_sets: int, skip: int = 0) -> list[dict[str, Any]]:
+    """Return the `num_sets` packaged keyword sets after the first `skip`, or raise ValueError
+    naming the invalid value and the fix."""
+    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
+        raise ValueError(f"skip={skip!r} must be an int >= 0, the number of sets to leave out.")
+    if isinstance(num_sets, bool) or not isinstance(num_sets, int) or num_sets < 1:
+        raise ValueError(f"num_sets={num_sets!r} must be a positive int, such as 100.")
+    entries = _keyword_set_entries()
+    if skip + num_sets > len(entries):
+        raise ValueError(
+            f"skip={skip} with num_sets={num_sets} reaches past the {len(entries)} keyword "
+            f"sets; lower one of them so that skip + num_sets <= {len(entries)}."
+        )
+    return entries[skip : skip + num_sets]
 
 
 def load_keyword_sets(count: int) -> list[dict[str, Any]]:
@@ -454,17 +472,7 @@ def run_keywords(
     """
     if isinstance(simulations, bool) or not isinstance(simulations, int) or simulations < 1:
         raise ValueError(f"simulations={simulations!r} must be a positive int, such as 250.")
-    if isinstance(skip, bool) or not isinstance(skip, int) or skip < 0:
-        raise ValueError(f"skip={skip!r} must be an int >= 0, the number of sets to leave out.")
-    entries = _keyword_set_entries()
-    if isinstance(num_sets, bool) or not isinstance(num_sets, int) or num_sets < 1:
-        raise ValueError(f"num_sets={num_sets!r} must be a positive int, such as 100.")
-    if skip + num_sets > len(entries):
-        raise ValueError(
-            f"skip={skip} with num_sets={num_sets} reaches past the {len(entries)} keyword "
-            f"sets; lower one of them so that skip + num_sets <= {len(entries)}."
-        )
-    sets = entries[skip : skip + num_sets]
+    sets = select_keyword_sets(num_sets, skip)
     per_method: dict[str, list[dict[str, Any]]] = {name: [] for name in METHODS}
     start = time.perf_counter()
     prompt_tokens_match = True
@@ -671,16 +679,16 @@ def merge_sections(sections: Sequence[dict[str, Any]]) -> dict[str, Any]:
     Raises ValueError when the sections ran with different settings (other than their set
     counts and times) or share a set."""
     first = sections[0]
-
-    def search_settings(section: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in section["settings"].items() if k not in _RUN_SETTINGS}
-
-    for index, section in enumerate(sections[1:], start=2):
-        if search_settings(section) != search_settings(first):
+    settings = [
+        {key: value for key, value in section["settings"].items() if key not in _RUN_SETTINGS}
+        for section in sections
+    ]
+    for index, other in enumerate(settings[1:], start=2):
+        if other != settings[0]:
             differ = sorted(
                 key
-                for key in search_settings(section).keys() | search_settings(first).keys()
-                if search_settings(section).get(key) != search_settings(first).get(key)
+                for key in other.keys() | settings[0].keys()
+                if other.get(key) != settings[0].get(key)
             )
             raise ValueError(
                 f"record {index} ran with other settings than record 1 ({', '.join(differ)}); "
@@ -689,25 +697,26 @@ def merge_sections(sections: Sequence[dict[str, Any]]) -> dict[str, Any]:
     methods = {}
     for name in first["methods"]:
         rows = [row for section in sections for row in section["methods"][name]["sets"]]
-        ids = [row["set_id"] for row in rows]
-        repeated = sorted({i for i in ids if ids.count(i) > 1})
+        counts = collections.Counter(row["set_id"] for row in rows)
+        repeated = sorted(set_id for set_id, count in counts.items() if count > 1)
         if repeated:
             raise ValueError(
                 f"sets {', '.join(repeated)} appear in more than one record; merge records of "
                 "disjoint sets (--skip N leaves out the first N)."
             )
         rows = sorted(rows, key=lambda row: row["set_id"])
+        # Records store a missing perplexity as None (JSON has no NaN), and `summarise` counts NaN.
         scored = [
             {**row, "perplexity": math.nan if row["perplexity"] is None else row["perplexity"]}
             for row in rows
         ]
         methods[name] = {"summary": summarise(scored), "sets": rows}
-    counts = {
+    totals = {
         key: sum(section["settings"][key] for section in sections)
         for key in ("num_sets_requested", "num_sets_done")
     }
     return {
-        "settings": {**first["settings"], **counts},
+        "settings": {**first["settings"], **totals},
         "methods": methods,
     }
 
@@ -724,7 +733,7 @@ def _load_record(path: str) -> dict[str, Any]:
             record = json.load(file)
     except (OSError, json.JSONDecodeError) as error:
         raise ValueError(
-            f"--table {path!r}: cannot read a JSON record ({error}); pass a keywords-*.json "
+            f"--table {path!r}: failed to read a JSON record ({error}); pass a keywords-*.json "
             "that `python -m benchmarks.keywords --out DIR` wrote."
         ) from error
     if not isinstance(record, dict) or record.get("benchmark") != "keywords":
@@ -750,6 +759,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     num_sets = QUICK_SETS if args.quick else FULL_SETS
     if args.sets is not None:
         num_sets = args.sets
+    try:
+        select_keyword_sets(num_sets, args.skip)  # checks --sets and --skip before the model loads
+    except ValueError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
     loaded = load_model(args.model)
     section = run_keywords(
         loaded,

@@ -170,8 +170,9 @@ def test_format_table_one_row_per_method(section):
     assert len(lines) == 2 + len(METHODS)
 
 
-def test_format_table_repeated_four_grams_of_chosen_texts():
-    # "a b c d a b c d": 5 four-grams, one a repeat, so 20 %; the other text repeats none.
+def test_format_table_repeated_four_grams():
+    # "a b c d a b c d" has 5 four-grams and one of them repeats, so 20 %. The other text
+    # repeats none, so the mean is 10 %.
     method = _summary(1.0, 2.0)
     method["sets"] = [{"text": "a b c d a b c d"}, {"text": "a b c d e"}]
     row = format_table({"methods": {"MCTS": method}}).splitlines()[2]
@@ -195,7 +196,17 @@ def test_main_table_rejects_other_record(tmp_path, capsys):
 def test_main_table_rejects_missing_file(tmp_path, capsys):
     path = tmp_path / "absent.json"
     assert keywords_module.main(["--table", str(path)]) == 2
-    assert "cannot read a JSON record" in capsys.readouterr().err
+    assert "failed to read a JSON record" in capsys.readouterr().err
+
+
+def test_main_negative_skip_exits_2(capsys):
+    assert keywords_module.main(["--skip", "-1"]) == 2
+    assert "skip=-1 must be an int >= 0" in capsys.readouterr().err
+
+
+def test_main_skip_past_last_set_exits_2(capsys):
+    assert keywords_module.main(["--skip", "99", "--sets", "2"]) == 2
+    assert "skip=99 with num_sets=2 reaches past the 100" in capsys.readouterr().err
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +224,7 @@ def test_run_keywords_skip_starts_at_later_set(later_set):
     assert [row["set_id"] for row in later_set["methods"]["MCTS"]["sets"]] == ["kw-002"]
 
 
-def test_run_keywords_skip_gives_rows_of_longer_run(section, later_set):
+def test_run_keywords_skip_matches_longer_run(section, later_set):
     for name in METHODS:
         assert (
             later_set["methods"][name]["sets"][0]["text"]
